@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh clone:
+#   make run    create .venv, install the pinned stack, run the main job
+#   make test   create .venv, install the pinned stack, run the test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-all bench lint
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m conceptjax.cli main
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ""
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.sparse_solvers
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check conceptjax tests benchmarks experiments

@@ -1,0 +1,62 @@
+"""Atomic writes and the orbax checkpoint helper (resume, typed optax state, unreadable checkpoint)."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conceptjax import io
+from conceptjax.checkpoint import Checkpointer
+from conceptjax.errors import InputError
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+  p = tmp_path / "a.json"
+  io.write_json(p, {"x": 1})
+  with pytest.raises(RuntimeError), io.atomic_open(p, "w") as f:
+    f.write("partial")
+    raise RuntimeError("killed")
+  assert io.read_json(p) == {"x": 1}
+  assert os.listdir(tmp_path) == ["a.json"]  # no temp file left behind
+
+
+def test_npz_and_jsonl_round_trip(tmp_path):
+  io.save_npz(tmp_path / "x.npz", a=np.arange(3), b=np.eye(2))
+  out = io.load_npz(tmp_path / "x.npz")
+  np.testing.assert_array_equal(out["a"], np.arange(3))
+  with io.JsonlWriter(tmp_path / "m.jsonl") as w:
+    w.write({"step": 1, "loss": np.float32(0.5)})
+    w.write({"step": 2, "loss": jnp.asarray(0.25)})
+  lines = (tmp_path / "m.jsonl").read_text().splitlines()
+  assert [json.loads(x)["loss"] for x in lines] == [0.5, 0.25]
+
+
+def test_checkpoint_resume_restores_typed_optax_state(tmp_path):
+  params = {"w": jnp.ones((3,)), "b": jnp.zeros(())}
+  opt = optax.adam(0.1)
+  state = (params, opt.init(params))
+  with Checkpointer(tmp_path / "ck", save_every=2) as ck:
+    assert ck.restore_or(state)[1] == 0
+    assert not ck.maybe_save(1, state)
+    assert ck.maybe_save(2, jax.tree.map(lambda a: a + 1, state))
+  with Checkpointer(tmp_path / "ck") as ck:
+    restored, step = ck.restore_or(state)
+  assert step == 2
+  assert isinstance(restored[1][0], optax.ScaleByAdamState)
+  np.testing.assert_array_equal(restored[0]["w"], 2.0)
+
+
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
+  state = {"w": jnp.ones((3,))}
+  with Checkpointer(tmp_path / "ck") as ck:
+    ck.save(5, state)
+  for root, _, files in os.walk(tmp_path / "ck" / "5"):
+    for f in files:
+      with open(os.path.join(root, f), "wb") as fh:
+        fh.write(b"garbage")
+  with Checkpointer(tmp_path / "ck") as ck, pytest.raises(InputError, match="unreadable checkpoint"):
+    ck.restore({"w": jnp.ones((3,))})
