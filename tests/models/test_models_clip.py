@@ -1,4 +1,4 @@
-"""conceptjax.models.clip: loading a saved tiny CLIP, encoders vs transformers, preprocessing vs the processor."""
+"""conceptjax.models.clip: loading a tiny saved CLIP, encoders vs transformers, preprocessing vs processor."""
 
 import jax
 import numpy as np

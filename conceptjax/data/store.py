@@ -1,0 +1,239 @@
+"""A chunked, resumable on-disk store of per-row arrays: embeddings, labels, sparse codes.
+
+Layout of a store folder::
+
+  manifest.json        {"version", "num_rows", "chunk_rows", "meta", "chunks": [{file, start, stop}]}
+  chunk-000000.npz     rows [0, chunk_rows) of every field
+  chunk-000001.npz     ...
+
+Rows are written one chunk at a time, in order: first the chunk file (atomically), then the manifest
+listing it (atomically). A job killed at any moment leaves a manifest that lists only complete chunks; the
+next run with the same settings resumes at ``next_row`` (a half-written chunk is simply written again), so
+no row is lost or duplicated. Sparse codes are stored per row as fixed-width ``indices`` [n, k] (int32,
+-1 = unused) and ``values`` [n, k]; chunks may differ in ``k`` and ``read_sparse`` pads them to one width.
+
+Typical use::
+
+  store = Store.open(out, num_rows=len(source), chunk_rows=4096, meta={"model": model.name})
+  fill(store, lambda start, stop: {"embeddings": ..., "labels": ...})
+  emb = store.read("embeddings")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conceptjax import io
+from conceptjax.errors import InputError, check
+
+MANIFEST = "manifest.json"
+VERSION = 1
+PAD_INDEX = -1
+
+
+class Store:
+  """A chunked store folder (see the module docstring). Create or resume with :meth:`Store.open`."""
+
+  def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
+    self.directory = Path(directory)
+    self.manifest = manifest
+
+  # -- opening -------------------------------------------------------------------------------------------
+  @classmethod
+  def open(
+    cls,
+    directory: str | os.PathLike,
+    *,
+    num_rows: int,
+    chunk_rows: int = 4096,
+    meta: Mapping[str, Any] | None = None,
+  ) -> Store:
+    """Creates a store, or resumes the one in ``directory`` if it was created with the same settings.
+
+    Raises:
+      InputError: the folder holds a store with other ``num_rows``, ``chunk_rows`` or ``meta`` (a different
+        job): resuming it would mix outputs.
+    """
+    check(num_rows >= 0, f"num_rows must be >= 0, got {num_rows}")
+    check(chunk_rows >= 1, f"chunk_rows must be >= 1, got {chunk_rows}")
+    directory = Path(directory)
+    meta = io.to_jsonable(dict(meta or {}))
+    if (directory / MANIFEST).is_file():
+      store = cls.read_only(directory)
+      m = store.manifest
+      want = {"num_rows": num_rows, "chunk_rows": chunk_rows, "meta": meta}
+      have = {k: m.get(k) for k in want}
+      if have != want:
+        diff = [k for k in want if have[k] != want[k]]
+        raise InputError(
+          f"store {directory} was made by another job ({', '.join(diff)} differ: {have[diff[0]]!r} vs "
+          f"{want[diff[0]]!r}); use another output folder or delete it"
+        )
+      return store
+    manifest = {
+      "version": VERSION,
+      "num_rows": num_rows,
+      "chunk_rows": chunk_rows,
+      "meta": meta,
+      "fields": {},
+      "chunks": [],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    io.write_json(directory / MANIFEST, manifest)
+    return cls(directory, manifest)
+
+  @classmethod
+  def read_only(cls, directory: str | os.PathLike) -> Store:
+    """Opens an existing store for reading."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    check(path.is_file(), f"no store in {directory} (missing {MANIFEST})")
+    try:
+      manifest = io.read_json(path)
+    except (OSError, ValueError) as e:
+      raise InputError(f"store manifest {path} is unreadable ({e})") from None
+    check(
+      manifest.get("version") == VERSION, f"store {directory} has unknown version {manifest.get('version')}"
+    )
+    return cls(directory, manifest)
+
+  # -- state ---------------------------------------------------------------------------------------------
+  @property
+  def num_rows(self) -> int:
+    return int(self.manifest["num_rows"])
+
+  @property
+  def chunk_rows(self) -> int:
+    return int(self.manifest["chunk_rows"])
+
+  @property
+  def meta(self) -> dict[str, Any]:
+    return self.manifest["meta"]
+
+  @property
+  def fields(self) -> list[str]:
+    return list(self.manifest["fields"])
+
+  @property
+  def next_row(self) -> int:
+    """First row not yet stored (rows before it are all in finished chunks)."""
+    chunks = self.manifest["chunks"]
+    return int(chunks[-1]["stop"]) if chunks else 0
+
+  @property
+  def complete(self) -> bool:
+    return self.next_row >= self.num_rows
+
+  def pending(self) -> Iterator[tuple[int, int]]:
+    """(start, stop) of every chunk still to write, in order."""
+    for start in range(self.next_row, self.num_rows, self.chunk_rows):
+      yield start, min(start + self.chunk_rows, self.num_rows)
+
+  # -- writing -------------------------------------------------------------------------------------------
+  def write_chunk(self, start: int, arrays: Mapping[str, Any]) -> None:
+    """Stores rows ``[start, start + n)`` of every field; ``start`` must be ``next_row``.
+
+    Every array's leading axis is n (all equal, n <= chunk_rows and within num_rows); fields and trailing
+    shapes/dtypes must match earlier chunks (except the width of ``indices``/``values``).
+    """
+    check(
+      start == self.next_row, f"store {self.directory}: chunk starts at {start}, expected {self.next_row}"
+    )
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    check(len(arrays) > 0, "a chunk needs at least one field")
+    sizes = {a.shape[0] if a.ndim else -1 for a in arrays.values()}
+    check(
+      len(sizes) == 1, f"chunk fields have different row counts: { {k: a.shape for k, a in arrays.items()} }"
+    )
+    n = sizes.pop()
+    check(
+      1 <= n <= self.chunk_rows and start + n <= self.num_rows, f"chunk of {n} rows at {start} out of range"
+    )
+    fields = {k: {"dtype": str(a.dtype), "shape": list(a.shape[1:])} for k, a in arrays.items()}
+    known = self.manifest["fields"]
+    if known:
+      check(
+        set(known) == set(fields), f"chunk fields {sorted(fields)} differ from the store's {sorted(known)}"
+      )
+      for k, f in fields.items():
+        same = f["dtype"] == known[k]["dtype"] and (
+          k in ("indices", "values") or f["shape"] == known[k]["shape"]
+        )
+        check(same, f"field {k!r}: chunk has {f} but the store has {known[k]}")
+    name = f"chunk-{len(self.manifest['chunks']):06d}.npz"
+    io.save_npz(self.directory / name, **arrays)
+    manifest = dict(self.manifest)
+    manifest["fields"] = known or fields
+    manifest["chunks"] = [*self.manifest["chunks"], {"file": name, "start": start, "stop": start + n}]
+    io.write_json(self.directory / MANIFEST, manifest)
+    self.manifest = manifest
+
+  # -- reading -------------------------------------------------------------------------------------------
+  def iter_chunks(self, fields: list[str] | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Yields (start row, {field: array}) for every finished chunk, in order."""
+    for chunk in self.manifest["chunks"]:
+      path = self.directory / chunk["file"]
+      try:
+        data = io.load_npz(path)
+      except (OSError, ValueError) as e:
+        raise InputError(f"store chunk {path} is unreadable ({e})") from None
+      yield int(chunk["start"]), {k: data[k] for k in (fields or data)}
+
+  def read(self, field: str) -> np.ndarray:
+    """All finished rows of one field, concatenated."""
+    check(
+      field in self.manifest["fields"], f"store {self.directory} has no field {field!r} (has {self.fields})"
+    )
+    parts = [arrays[field] for _, arrays in self.iter_chunks([field])]
+    if not parts:
+      f = self.manifest["fields"][field]
+      return np.zeros((0, *f["shape"]), f["dtype"])
+    return np.concatenate(parts)
+
+  def read_sparse(self) -> tuple[np.ndarray, np.ndarray]:
+    """(indices [N, k], values [N, k]) of all finished rows, padded to the widest chunk with (-1, 0)."""
+    parts = [(a["indices"], a["values"]) for _, a in self.iter_chunks(["indices", "values"])]
+    return pad_sparse(parts)
+
+
+def pad_sparse(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+  """Concatenates (indices, values) pairs of different widths, padding with (-1, 0)."""
+  if not parts:
+    return np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32)
+  k = max(i.shape[1] for i, _ in parts)
+  idx = [np.pad(i, ((0, 0), (0, k - i.shape[1])), constant_values=PAD_INDEX) for i, _ in parts]
+  val = [np.pad(v, ((0, 0), (0, k - v.shape[1]))) for _, v in parts]
+  return np.concatenate(idx), np.concatenate(val)
+
+
+def fill(
+  store: Store,
+  produce: Callable[[int, int], Mapping[str, Any]],
+  *,
+  progress: bool = True,
+  desc: str | None = None,
+) -> Store:
+  """Writes every pending chunk of ``store`` with ``produce(start, stop) -> {field: [stop - start, ...]}``.
+
+  Resumable: a store that already holds some chunks continues at ``store.next_row``. Shows a tqdm progress
+  bar (on stderr) over rows unless ``progress`` is False.
+  """
+  from tqdm.auto import tqdm
+
+  with tqdm(
+    total=store.num_rows,
+    initial=store.next_row,
+    unit="row",
+    desc=desc or store.directory.name,
+    disable=not progress,
+  ) as bar:
+    for start, stop in store.pending():
+      arrays = produce(start, stop)
+      store.write_chunk(start, arrays)
+      bar.update(stop - start)
+  return store
