@@ -1,4 +1,4 @@
-"""conceptjax.data.images: tfds data_source + grain batches, image folders, resumable embedding into a store."""
+"""conceptjax.data.images: tfds data_source + grain batches, image folders, resumable embedding."""
 
 import numpy as np
 import pytest

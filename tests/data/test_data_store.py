@@ -1,4 +1,4 @@
-"""conceptjax.data.store: chunked writes, atomic manifest, resume after a kill with no row lost or duplicated."""
+"""conceptjax.data.store: chunked writes, atomic manifest, resume after a kill, no row lost or repeated."""
 
 import os
 import signal
