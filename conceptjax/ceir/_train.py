@@ -183,7 +183,9 @@ def fit_vae(
   state = parallel.replicate(init_state(init_key, c, model_config, train_config), mesh)
   data_dev = parallel.replicate(data, mesh)
   idx_sharding = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
-  step = functools.partial(train_epoch, input_dim=c, model_config=model_config, train_config=train_config)
+  # ``epochs`` does not change an epoch's computation: keep it out of the jit cache key.
+  static_train = dataclasses.replace(train_config, epochs=0)
+  step = functools.partial(train_epoch, input_dim=c, model_config=model_config, train_config=static_train)
   log: list[dict[str, float]] = []
   ckpt = Checkpointer(Path(workdir) / "checkpoints", save_every=save_every) if workdir else None
   writer = JsonlWriter(Path(workdir) / "vae_log.jsonl") if workdir else None
