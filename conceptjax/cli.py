@@ -17,6 +17,11 @@ from conceptjax.errors import InputError
 # name -> "module:function" that adds the subcommand's parser (with set_defaults(handler=...)).
 COMMANDS: dict[str, str] = {
   "main": "conceptjax.main_job:register",
+  "embed": "conceptjax.splice._cli:register_embed",
+  "decompose": "conceptjax.splice._cli:register_decompose",
+  "zeroshot": "conceptjax.splice._cli:register_zeroshot",
+  "concepts": "conceptjax.splice._cli:register_concepts",
+  "vocab": "conceptjax.splice._cli:register_vocab",
 }
 
 

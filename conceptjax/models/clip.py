@@ -123,7 +123,7 @@ class ClipBundle(NamedTuple):
   tokenizer: Any  # CLIPTokenizer(Fast)
   preprocess: Preprocess
   max_length: int  # text context length (tokens)
-  params: Any  # model parameters, replicated over ``mesh``
+  params: Any  # model parameters, replicated over ``mesh`` (the model itself holds none: _do_init=False)
   mesh: jax.sharding.Mesh
   image_fn: Callable[..., jax.Array]  # jit (images uint8 [b,H,W,3], params) -> [b, d]
   text_fn: Callable[..., jax.Array]  # jit (input_ids [b,L], attention_mask [b,L], params) -> [b, d]
@@ -262,7 +262,8 @@ def load(
     source = name
   transformers.logging.set_verbosity_error()
   try:
-    model = transformers.FlaxCLIPModel.from_pretrained(source, dtype=dtype)
+    # _do_init=False: no random initialisation before loading (minutes on a busy CPU for a large model)
+    model, params = transformers.FlaxCLIPModel.from_pretrained(source, dtype=dtype, _do_init=False)
   except (OSError, ValueError, TypeError) as e:
     where = "directory" if path.exists() else "hub id"
     raise InputError(
@@ -287,7 +288,7 @@ def load(
     tokenizer=tokenizer,
     preprocess=prep,
     max_length=max_length,
-    params=parallel.replicate(model.params, mesh),
+    params=parallel.replicate(params, mesh),
     mesh=mesh,
     image_fn=image_fn,
     text_fn=text_fn,
@@ -381,7 +382,10 @@ def save_random_clip(
     vision_config=dict(common, image_size=image_size, patch_size=patch_size),
     projection_dim=projection_dim,
   )
-  transformers.FlaxCLIPModel(config, seed=seed).save_pretrained(directory)
+  # Random parameters drawn in numpy on the shapes of an uninitialised model: FlaxCLIPModel's own init runs
+  # op by op and takes about a minute on a busy 2-core machine; this takes well under a second.
+  model = transformers.FlaxCLIPModel(config, _do_init=False)
+  model.save_pretrained(directory, params=_random_params(model.params_shape_tree, seed))
   (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
   (directory / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
   transformers.CLIPTokenizer(
@@ -391,3 +395,22 @@ def save_random_clip(
     size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
   ).save_pretrained(directory)
   return directory
+
+
+def _random_params(shapes: Any, seed: int) -> Any:
+  """Random CLIP parameters for a shape tree: LayerNorm scales 1, biases 0, logit scale log(1/0.07),
+  kernels N(0, 1/fan_in), embeddings N(0, 0.02^2)."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = str(getattr(path[-1], "key", path[-1]))
+    if name == "scale":
+      return np.ones(leaf.shape, np.float32)
+    if name == "bias":
+      return np.zeros(leaf.shape, np.float32)
+    if name == "logit_scale":
+      return np.asarray(np.log(1 / 0.07), np.float32)
+    std = 1.0 / np.sqrt(np.prod(leaf.shape[:-1])) if name == "kernel" else 0.02
+    return (rng.standard_normal(leaf.shape) * std).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)

@@ -20,7 +20,7 @@ TEXTS = ["a red dog", "cat", "a small blue star on water", ""]
 def test_text_encoder_matches_transformers(tiny):
   got = tiny.encode_texts(TEXTS)
   tok = tiny.tokenizer(TEXTS, padding="max_length", max_length=tiny.max_length, return_tensors="np")
-  want = np.asarray(tiny.model.get_text_features(tok["input_ids"], tok["attention_mask"]))
+  want = np.asarray(tiny.model.get_text_features(tok["input_ids"], tok["attention_mask"], params=tiny.params))
   assert got.shape == (len(TEXTS), tiny.dim) == (4, 16)
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   assert not np.allclose(got[0], got[1])
@@ -47,7 +47,9 @@ def test_image_encoder_matches_transformers_and_any_batch_size(tiny):
   proc = transformers.CLIPImageProcessor.from_pretrained(tiny.name)
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (11, 32, 32, 3)).astype(np.uint8)  # already at crop size: no resampling
-  want = np.asarray(tiny.model.get_image_features(proc(list(images), return_tensors="np")["pixel_values"]))
+  want = np.asarray(
+    tiny.model.get_image_features(proc(list(images), return_tensors="np")["pixel_values"], params=tiny.params)
+  )
   got = tiny.encode_images(images, batch_size=8)  # 8 + 3 rows, padded buckets
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
   one = clip.load(tiny.name, mesh=parallel.data_mesh(jax.devices()[:1])).encode_images(images)
