@@ -280,7 +280,10 @@ def load(
     )
   mesh = parallel.data_mesh() if mesh is None else mesh
   prep = Preprocess.from_processor(proc)
-  image_fn, text_fn = _encoders(model.module, prep)
+  key = (model.config.to_json_string(), prep, jnp.dtype(dtype).name)
+  if key not in _ENCODERS:  # models of one config share compiled encoders (params are an argument)
+    _ENCODERS[key] = _encoders(model.module, prep)
+  image_fn, text_fn = _ENCODERS[key]
   max_length = int(model.config.text_config.max_position_embeddings)
   return ClipBundle(
     name=source,
@@ -317,6 +320,9 @@ def _text_features(module: Any, input_ids: jax.Array, attention_mask: jax.Array)
     input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, deterministic=True
   )[1]
   return module.text_projection(pooled)
+
+
+_ENCODERS: dict[tuple[str, Preprocess, str], tuple[Callable[..., jax.Array], Callable[..., jax.Array]]] = {}
 
 
 def _encoders(module: Any, prep: Preprocess) -> tuple[Callable[..., jax.Array], Callable[..., jax.Array]]:

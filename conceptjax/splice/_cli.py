@@ -97,32 +97,46 @@ class _Head:
     return self.source[i]
 
 
+def _embed_images(model: Any, source: Any, meta: dict[str, Any], out: Any, args: argparse.Namespace, **kw):
+  """Embeds ``source`` into the store ``out`` (resumable), recording the model and row count in its meta."""
+  from conceptjax.data import images
+
+  meta = dict(meta, model=model.name, rows=len(source))
+  return images.embed_to_store(
+    lambda x: model.encode_images(x, args.batch_size),
+    source,
+    out,
+    chunk_rows=args.chunk_rows,
+    batch_size=args.batch_size,
+    meta=meta,
+    progress=not args.no_progress,
+    **kw,
+  )
+
+
+def _folder_source(model: Any, folder: str) -> tuple[Any, dict[str, Any]]:
+  """A folder source resized like the model's image processor, and its meta (source, class names)."""
+  from conceptjax.data import images
+
+  prep = model.preprocess
+  source = images.FolderSource(folder, size=prep.crop_hw[0] if prep.crop_hw else prep.shortest_edge)
+  return source, {"source": f"folder:{Path(folder).resolve()}", "class_names": source.class_names}
+
+
 def _embed(args: argparse.Namespace) -> int:
   from conceptjax.data import images
   from conceptjax.models import clip
 
   model = clip.load(args.model)
-  crop = model.preprocess.crop_hw[0] if model.preprocess.crop_hw else model.preprocess.shortest_edge
   if args.folder:
-    source = images.FolderSource(args.folder, size=crop)
-    meta = {"source": f"folder:{Path(args.folder).resolve()}", "class_names": source.class_names}
+    source, meta = _folder_source(model, args.folder)
   else:
     source = images.tfds_source(args.tfds, args.split, args.data_dir)
     meta = {"source": f"tfds:{args.tfds}:{args.split}"}
   if args.limit > 0:
     source = _Head(source, args.limit)
-  meta.update(model=model.name, rows=len(source))
-  store = images.embed_to_store(
-    lambda x: model.encode_images(x, args.batch_size),
-    source,
-    args.out,
-    chunk_rows=args.chunk_rows,
-    batch_size=args.batch_size,
-    meta=meta,
-    image_key=args.image_key,
-    label_key="label" if args.folder else args.label_key,
-    progress=not args.no_progress,
-  )
+  label_key = "label" if args.folder else args.label_key
+  store = _embed_images(model, source, meta, args.out, args, image_key=args.image_key, label_key=label_key)
   print(f"embedded {store.num_rows} images (width {model.dim}) into {args.out}")
   return 0
 
@@ -195,29 +209,15 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
 
 
 def _decompose(args: argparse.Namespace) -> int:
-  from conceptjax.data import images, store
+  from conceptjax.data import store
   from conceptjax.models import clip
   from conceptjax.splice import _dictionary
 
   model = clip.load(args.model)
   out = Path(args.out)
   if args.images:
-    crop = model.preprocess.crop_hw[0] if model.preprocess.crop_hw else model.preprocess.shortest_edge
-    source = images.FolderSource(args.images, size=crop)
-    meta = {
-      "source": f"folder:{Path(args.images).resolve()}",
-      "class_names": source.class_names,
-      "model": model.name,
-    }
-    images.embed_to_store(
-      lambda x: model.encode_images(x, args.batch_size),
-      source,
-      out / "embeddings",
-      chunk_rows=args.chunk_rows,
-      batch_size=args.batch_size,
-      meta=meta,
-      progress=not args.no_progress,
-    )
+    source, meta = _folder_source(model, args.images)
+    _embed_images(model, source, meta, out / "embeddings", args)
     input_dir = out / "embeddings"
   else:
     input_dir = Path(args.embeddings)
