@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -176,21 +177,31 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   preset = dict(PRESETS[args.preset])
   repeats = args.repeats or preset["repeats"]
-  rows = [bench_vae(preset["n"], c, h, k, preset["batch"], repeats) for c, h, k in preset["sizes"]]
-  proj = bench_projection(preset["proj_n"], preset["proj_d"], preset["proj_c"], repeats)
   suffix = "" if args.preset == "authors" else f"_{args.preset}"
   out = Path(args.out)
   result = {
     "benchmark": "ceir_vae",
     "preset": args.preset,
     "environment": benchmarking.environment(),
-    "peak_rss_mb": benchmarking.peak_rss_mb(),
-    "vae": rows,
-    "projection": proj,
     "note": "PyTorch figures are quoted from DESIGN.md (not measured here: torch is not installed).",
     "config": {k: v for k, v in preset.items()} | {"repeats": repeats, "dtype": "float32"},
+    "vae": [],
+    "projection": None,
+    # other jobs on the machine inflate every figure: the 1-minute load average is recorded beside them
+    "load_average_start": os.getloadavg()[0],
   }
+  # the projection first (cheap), then each VAE size; the JSON is rewritten after each so a long run that
+  # is stopped keeps what it measured.
+  proj = result["projection"] = bench_projection(
+    preset["proj_n"], preset["proj_d"], preset["proj_c"], repeats
+  )
   io.write_json(out / f"ceir_vae{suffix}.json", result)
+  rows = result["vae"]
+  for c, h, k in preset["sizes"]:
+    rows.append(bench_vae(preset["n"], c, h, k, preset["batch"], repeats))
+    result["peak_rss_mb"] = benchmarking.peak_rss_mb()
+    result["load_average_end"] = os.getloadavg()[0]
+    io.write_json(out / f"ceir_vae{suffix}.json", result)
   _plot(rows, out / f"ceir_vae{suffix}.png")
   print(
     f"{'c':>6} {'hidden':>6} {'latent':>6} {'compile s':>9} {'s/epoch':>8} {'ms/step':>8} {'samples/s':>10}"

@@ -1,0 +1,61 @@
+"""The CEIR experiment configs run end to end at CI size: ShapesWorld and a tfds dataset on mock data,
+both with a tiny random CLIP; saved artifacts agree with the reported metrics; a rerun resumes."""
+
+import numpy as np
+import pytest
+
+from conceptjax import ceir, io
+from experiments import run as runner
+
+
+@pytest.fixture(scope="module")
+def random_clip(tmp_path_factory):
+  from conceptjax.models import clip
+
+  return clip.save_random_clip(tmp_path_factory.mktemp("clip"))
+
+
+KEYS = {"acc", "nmi", "ari", "acc_kmeans_clip", "acc_kmeans_concepts", "protocol", "open_world_top"}
+
+
+def _check_artifacts(metrics, workdir):
+  saved = io.load_npz(workdir / "latent_test.npz")
+  s = ceir.cluster_scores(saved["labels"], saved["clusters"])
+  assert metrics["acc"] == pytest.approx(s.acc) and metrics["ari"] == pytest.approx(s.ari)
+  assert saved["latent"].shape == (metrics["num_test"], metrics.get("latent", saved["latent"].shape[1]))
+  assert metrics["num_after_filter_b"] <= metrics["num_after_filter_a"] <= metrics["num_concepts"]
+  log = (workdir / "vae" / "vae_log.jsonl").read_text().splitlines()
+  assert len(log) == metrics["vae_epochs"]
+
+
+@pytest.mark.slow  # the whole pipeline with CLIP embedding: ~1-3 min
+def test_ceir_shapesworld_runlocal(tmp_path, random_clip):
+  config = runner.load_config(f"experiments/configs/ceir_shapesworld.py:runlocal=True,clip={random_clip}")
+  metrics = runner.run(config, tmp_path)
+  assert KEYS | {"attribution_precision_at_3"} <= set(metrics)
+  assert 0.0 <= metrics["attribution_precision_at_3"] <= 1.0 and metrics["protocol"] == "inductive"
+  assert metrics["num_test"] == 256 and metrics["num_concepts"] == 56
+  _check_artifacts(metrics, tmp_path)
+  assert io.read_json(tmp_path / "metrics.json")["acc"] == metrics["acc"]
+
+
+@pytest.mark.slow  # two runs of the pipeline with CLIP embedding: ~1-3 min
+def test_ceir_images_on_mock_cifar10_transductive_and_resume(tmp_path, random_clip):
+  import tensorflow_datasets as tfds
+
+  concepts = tmp_path / "concepts.txt"
+  concepts.write_text("airplane\nwheels\nfeathers\nfur\nwater\nsky\nroad\ngrass\n")
+  arg = f"runlocal=True,dataset=cifar10,concepts={concepts},teacher={random_clip},backbone={random_clip}"
+  config = runner.load_config(f"experiments/configs/ceir_images.py:{arg},protocol=transductive")
+  with tfds.testing.mock_data(num_examples=64):
+    metrics = runner.run(config, tmp_path / "w")
+    again = runner.run(config, tmp_path / "w")  # embeddings and the VAE are resumed, not recomputed
+  assert KEYS <= set(metrics) and metrics["protocol"] == "transductive"
+  assert metrics["num_train"] == 64 - round(0.1 * 64) and metrics["num_test"] == 64
+  assert metrics["vae_epochs"] == 2 and again["vae_epochs"] == 2
+  for key in ("acc", "nmi", "ari", "acc_kmeans_clip"):
+    assert again[key] == metrics[key]
+  _check_artifacts(metrics, tmp_path / "w")
+  stores = sorted(p.name for p in (tmp_path / "w" / "embeddings").glob("*/*"))
+  assert stores == ["cifar10_test", "cifar10_train"]
+  assert np.isfinite(metrics["vae_final_loss"])
