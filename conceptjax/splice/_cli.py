@@ -205,6 +205,8 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
   from conceptjax.data.store import pad_sparse
 
   idx, val = pad_sparse(list(zip(out.pop("indices"), out.pop("values"), strict=True)))
+  width = max(1, int((idx >= 0).sum(axis=1).max(initial=0)))  # slots are sorted: drop all-padding columns
+  idx, val = idx[:, :width], val[:, :width]
   return {"indices": idx, "values": val, **{k: np.concatenate(v) for k, v in out.items()}}
 
 
