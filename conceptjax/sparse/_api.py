@@ -1,0 +1,214 @@
+"""``nonneg_lasso``: the public entry point (validation, solver choice, sharding over devices)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from conceptjax import parallel
+from conceptjax.errors import InputError, check
+from conceptjax.sparse._admm import AdmmConfig, admm
+from conceptjax.sparse._fista import FistaConfig, fista
+from conceptjax.sparse._omp import OmpConfig, omp
+from conceptjax.sparse._problem import NonnegLassoResult, Problem
+from conceptjax.sparse._target_l0 import TargetL0Config
+from conceptjax.sparse._target_l0 import target_l0 as _search_l0
+from conceptjax.sparse._working_set import WorkingSetConfig, working_set
+
+SOLVERS = ("working_set", "fista", "admm", "omp")
+LASSO_SOLVERS = ("working_set", "fista", "admm")  # the ones that take a penalty (OMP needs target_l0)
+DEFAULT_MAX_ACTIVE = 64
+
+_LASSO = {
+  "working_set": (working_set, WorkingSetConfig),
+  "fista": (fista, FistaConfig),
+  "admm": (admm, AdmmConfig),
+}
+
+
+def choose_solver(num_concepts: int, dim: int, batch: int, target_l0: int | None = None) -> str:
+  """The solver ``solver="auto"`` uses.
+
+  The working set is the fastest in every configuration measured (B = 8-1024, c = 300-37,445, d = 32-512,
+  Gaussian and coherent dictionaries): it needs 2-4 full products where FISTA and ADMM need hundreds, so
+  it is always chosen; the arguments are kept so the rule can grow (e.g. an accelerator-specific choice).
+  """
+  del num_concepts, dim, batch, target_l0
+  return "working_set"
+
+
+def _first_bad_row(rows_ok: np.ndarray) -> int:
+  return int(np.argmin(rows_ok))
+
+
+def _validate(dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_iter, max_active):
+  """All boundary checks; returns (dictionary, embeddings [B, d], l1_penalty [B]) as numpy arrays."""
+  check(
+    solver == "auto" or solver in SOLVERS,
+    f"unknown solver {solver!r}; known solvers: {', '.join(('auto',) + SOLVERS)}",
+  )
+  dictionary = np.asarray(dictionary)
+  embeddings = np.asarray(embeddings)
+  check(dictionary.ndim == 2, f"dictionary must be 2-D (c, d), got shape {dictionary.shape}")
+  check(dictionary.shape[0] > 0 and dictionary.shape[1] > 0, f"empty dictionary: shape {dictionary.shape}")
+  if embeddings.ndim == 1:
+    embeddings = embeddings[None, :]
+  check(embeddings.ndim == 2, f"embeddings must be 2-D (B, d), got shape {embeddings.shape}")
+  check(embeddings.shape[0] > 0, f"no embeddings: shape {embeddings.shape}")
+  check(
+    embeddings.shape[1] == dictionary.shape[1],
+    f"width mismatch: embeddings {embeddings.shape} vs dictionary {dictionary.shape} (last axes differ)",
+  )
+  for name, arr in (("dictionary", dictionary), ("embeddings", embeddings)):
+    check(
+      np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer),
+      f"{name} must be numeric, got dtype {arr.dtype}",
+    )
+    finite = np.all(np.isfinite(arr), axis=1)
+    check(bool(finite.all()), f"{name} row {_first_bad_row(finite)} contains NaN or Inf")
+    nonzero = np.any(arr != 0, axis=1)
+    check(bool(nonzero.all()), f"{name} row {_first_bad_row(nonzero)} has zero norm")
+  b = embeddings.shape[0]
+  lam = np.asarray(l1_penalty, dtype=np.float64)
+  check(lam.ndim == 0 or lam.shape == (b,), f"l1_penalty must be a scalar or shape ({b},), got {lam.shape}")
+  lam = np.broadcast_to(lam, (b,))
+  bad = ~(np.isfinite(lam) & (lam >= 0))
+  check(
+    not bad.any(),
+    f"l1_penalty must be finite and >= 0, got {float(lam[np.argmax(bad)])!r} (row {int(np.argmax(bad))})",
+  )
+  c, d = dictionary.shape
+  if solver == "omp":
+    check(target_l0 is not None, "solver='omp' needs target_l0 (the number of atoms per row)")
+  if target_l0 is not None:
+    check(
+      isinstance(target_l0, int | np.integer) and 1 <= target_l0 <= min(c, d),
+      f"target_l0 must be an integer in [1, min(c, d) = {min(c, d)}], got {target_l0!r}",
+    )
+  check(np.isfinite(tol) and tol > 0, f"tol must be finite and > 0, got {tol!r}")
+  check(max_iter is None or int(max_iter) >= 1, f"max_iter must be >= 1, got {max_iter!r}")
+  check(max_active is None or int(max_active) >= 1, f"max_active must be >= 1, got {max_active!r}")
+  return dictionary, embeddings, lam
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "config"))
+def _solve(embeddings, l1_penalty, dictionary, *, solver, config):
+  return solver(Problem(dictionary, embeddings, l1_penalty), config)
+
+
+def _run(solver, config, dictionary, embeddings, lam, mesh) -> NonnegLassoResult:
+  fn = functools.partial(_solve, solver=solver, config=config)
+  res = parallel.map_batched(fn, (embeddings, lam), (dictionary,), mesh=mesh)
+  return res._replace(num_concepts=dictionary.shape[0])
+
+
+def _merge_rows(full: NonnegLassoResult, part: NonnegLassoResult, rows: np.ndarray) -> NonnegLassoResult:
+  def put(a, p):
+    if np.ndim(a) == 0:  # num_concepts
+      return a
+    return jnp.asarray(a).at[rows].set(p)
+
+  return jax.tree.map(put, full, part)
+
+
+def nonneg_lasso(
+  dictionary: Any,
+  embeddings: Any,
+  l1_penalty: Any = 0.25,
+  *,
+  solver: str = "auto",
+  target_l0: int | None = None,
+  tol: float = 1e-5,
+  max_iter: int | None = None,
+  max_active: int | None = None,
+  mesh: Mesh | None = None,
+) -> NonnegLassoResult:
+  """Non-negative sparse codes of a batch: ``min_{w >= 0} ||w C - z||^2 + lam ||w||_1`` per row.
+
+  Args:
+    dictionary: [c, d] concept rows ``C`` (SpLiCE: unit-norm, mean-centred).
+    embeddings: [B, d] (or [d]) targets ``z``.
+    l1_penalty: ``lam``, scalar or [B] (ignored with ``target_l0``).
+    solver: ``"auto"`` (= ``choose_solver``: the working set), one of ``SOLVERS``. ``"omp"`` needs
+      ``target_l0`` and solves the fixed-l0 non-negative least-squares problem instead (no penalty).
+    target_l0: k. With a lasso solver, search the penalty per row so that ~k concepts are active (the chosen
+      penalty is in ``result.l1_penalty``); with ``"omp"``, select exactly k atoms greedily.
+    tol: KKT tolerance (``result.kkt_violation``, see ``conceptjax.sparse._problem``).
+    max_iter: cap on the solver's main iterations (default: the solver config's).
+    max_active: k, width of ``result.indices``/``values`` (default 64, at least ``target_l0 + 1``, at most
+      c; OMP: ``target_l0``). For the working set it is also the number of candidates per row.
+    mesh: device mesh for the batch (default: all devices, ``parallel.data_mesh()``).
+
+  Returns:
+    NonnegLassoResult (indices padded with -1). float32 unless x64 is on and an input is float64.
+
+  Raises:
+    InputError: one line naming the bad row, shape or value.
+  """
+  dictionary, embeddings, lam = _validate(
+    dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_iter, max_active
+  )
+  c, d = dictionary.shape
+  dtype = jax.dtypes.canonicalize_dtype(
+    jnp.promote_types(jnp.result_type(dictionary, embeddings), jnp.float32)
+  )
+  dictionary = jnp.asarray(dictionary, dtype)
+  embeddings = jnp.asarray(embeddings, dtype)
+  lam = jnp.asarray(lam, dtype)
+  if solver == "auto":
+    solver = choose_solver(c, d, embeddings.shape[0], target_l0)
+  iters = {} if max_iter is None else {"max_iter": int(max_iter)}
+
+  if solver == "omp":
+    config = OmpConfig(n_atoms=int(target_l0))
+    return _run(omp, config, dictionary, embeddings, jnp.zeros_like(lam), mesh)
+
+  width = DEFAULT_MAX_ACTIVE if max_active is None else int(max_active)
+  if target_l0 is not None:
+    width = max(width, int(target_l0) + 1)
+  width = min(width, c)
+  fn, config_cls = _LASSO[solver]
+  extra = {"working_size": width} if solver == "working_set" else {}
+  if target_l0 is None:
+    config = config_cls(max_active=width, tol=tol, **extra, **iters)
+    res = _run(fn, config, dictionary, embeddings, lam, mesh)
+  else:
+    inner = config_cls(max_active=width, tol=tol, **extra)
+    config = TargetL0Config(n_atoms=int(target_l0), solver=fn, solver_config=inner, **iters)
+    res = _run(_search_l0, config, dictionary, embeddings, lam, mesh)
+  if solver == "working_set":
+    res = _retry_stuck(res, config, dictionary, embeddings, lam, mesh)
+  return res
+
+
+def _grow(config: Any, size: int) -> Any:
+  if isinstance(config, TargetL0Config):
+    return dataclasses.replace(config, solver_config=_grow(config.solver_config, size))
+  return dataclasses.replace(config, working_size=size)
+
+
+def _working_size(config: Any) -> int:
+  return _working_size(config.solver_config) if isinstance(config, TargetL0Config) else config.working_size
+
+
+def _retry_stuck(res, config, dictionary, embeddings, lam, mesh) -> NonnegLassoResult:
+  """Re-solves rows whose support filled the working set, with twice as many candidates (up to c)."""
+  c = dictionary.shape[0]
+  fn = _search_l0 if isinstance(config, TargetL0Config) else working_set
+  while True:
+    size = _working_size(config)
+    stuck = np.nonzero(~np.asarray(res.converged) & (np.asarray(res.l0) >= size))[0]
+    if stuck.size == 0 or size >= c:
+      return res
+    config = _grow(config, min(2 * size, c))
+    part = _run(fn, config, dictionary, embeddings[stuck], lam[stuck], mesh)
+    res = _merge_rows(res, part, stuck)
+
+
+__all__ = ["SOLVERS", "LASSO_SOLVERS", "InputError", "choose_solver", "nonneg_lasso"]
