@@ -147,7 +147,8 @@ def register_decompose(sub: argparse._SubParsersAction) -> None:
     "decompose",
     help="sparse concept decompositions (SpLiCE) of stored embeddings or of a folder of images",
     description="Decomposes each embedding into non-negative concept weights. Writes OUT as a chunked store "
-    f"(indices, values, labels, l0, cosine, converged), {CONCEPTS_FILE}, {MEAN_FILE} and {LISTING_FILE} "
+    "(indices, values, labels, l0, cosine, converged, l1_penalty), "
+    f"{CONCEPTS_FILE}, {MEAN_FILE} and {LISTING_FILE} "
     "(each image's top concepts with weights).",
   )
   _model_arg(p)
@@ -189,8 +190,11 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
   from conceptjax import parallel, splice
 
   splice.check_embeddings(emb, dictionary.dim, where)
-  out: dict[str, list[np.ndarray]] = {k: [] for k in ("indices", "values", "l0", "cosine", "converged")}
-  size = max(1, min(args.solver_batch, emb.shape[0]))
+  out: dict[str, list[np.ndarray]] = {
+    k: [] for k in ("indices", "values", "l0", "cosine", "converged", "l1_penalty")
+  }
+  # a power of two up to --solver-batch: few distinct shapes, so few solver compilations across chunks
+  size = max(1, min(args.solver_batch, 1 << max(emb.shape[0] - 1, 0).bit_length()))
   for s in range(0, emb.shape[0], size):
     part, n = parallel.pad_to_multiple(emb[s : s + size], size)
     res = splice.decompose(
@@ -202,6 +206,7 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
     out["l0"].append(np.asarray(res.l0, np.int32)[:n])
     out["cosine"].append(np.asarray(splice.cosine(z_hat, part), np.float32)[:n])
     out["converged"].append(np.asarray(res.converged)[:n])
+    out["l1_penalty"].append(np.asarray(res.l1_penalty, np.float32)[:n])  # per row (chosen in target-l0 mode)
   from conceptjax.data.store import pad_sparse
 
   idx, val = pad_sparse(list(zip(out.pop("indices"), out.pop("values"), strict=True)))

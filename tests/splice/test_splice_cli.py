@@ -82,6 +82,8 @@ def test_decompose_outputs(pipeline):
   idx, val = codes.read_sparse()
   assert idx.shape[0] == 6 and (val >= 0).all()
   np.testing.assert_array_equal(codes.read("l0"), (val > 0).sum(1))
+  np.testing.assert_allclose(codes.read("l1_penalty"), 0.05)
+  assert idx.shape[1] == max(1, codes.read("l0").max())  # codes are stored only as wide as needed
   concepts = (pipeline / "codes" / "concepts.txt").read_text().split("\n")[:-1]
   assert concepts == splice.read_vocabulary(pipeline / "vocab.txt", 0)
   listing = (pipeline / "codes" / "top_concepts.tsv").read_text().splitlines()
@@ -164,3 +166,25 @@ def test_bad_inputs_are_one_line(pipeline, tiny_clip_dir, tmp_path, capsys):
     ["embed", "--model", str(tmp_path / "nomodel"), "--folder", str(tmp_path), "--out", str(tmp_path / "e")],
     "does not exist",
   )
+
+
+def test_decompose_straight_from_images(pipeline, tiny_clip_dir, folder, capsys):
+  out = pipeline / "from_images"
+  args = ["decompose", "--model", str(tiny_clip_dir), "--vocab", str(pipeline / "vocab.txt"), "--no-progress"]
+  args += ["--vocabulary-size", "0", "--images", str(folder), "--out", str(out), "--l1-penalty", "0.05"]
+  assert (
+    cli.main(
+      [*args, "--cache-dir", str(pipeline / "cache"), "--image-mean", str(pipeline / "codes/image_mean.npz")]
+    )
+    == 0
+  )
+  summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert summary["rows"] == 6
+  a, b = store.Store.read_only(out / "embeddings"), store.Store.read_only(pipeline / "emb")
+  np.testing.assert_allclose(a.read("embeddings"), b.read("embeddings"), atol=1e-6)
+  for x, y in zip(
+    store.Store.read_only(out).read_sparse(),
+    store.Store.read_only(pipeline / "codes").read_sparse(),
+    strict=True,
+  ):
+    np.testing.assert_allclose(x, y, atol=1e-5)
