@@ -1,0 +1,438 @@
+"""Contrastive training of a small ``FlaxCLIPModel`` on ShapesWorld, data parallel, resumable.
+
+The model is transformers' ``FlaxCLIPModel`` with a small config (``ModelConfig``); the tokenizer is a BPE
+trained on the world's captions (``conceptjax.models.tokenizer``). Each step draws a fresh batch of
+images and captions from the world: batch ``t`` is rows ``[t*B, (t+1)*B)`` of the seeded ``train`` stream,
+so a resumed run sees exactly the data an uninterrupted one would. The step is one jit-compiled pure function
+``(state, images, ids, mask) -> (state, metrics)`` with the batch split over every device
+(``conceptjax.parallel``) and the state replicated; the loss is CLIP's symmetric InfoNCE with a learnable
+temperature (clamped at 100). Optimiser: optax AdamW (no decay on biases, norms, embeddings of positions and
+the temperature), warm-up + cosine schedule, global-norm clipping. Checkpoints: ``conceptjax.checkpoint``
+(orbax; resumes from the latest). Logs: tensorboardX events in ``workdir/tb`` and JSONL in
+``workdir/metrics.jsonl``. The result is exported with ``save_pretrained`` (model + tokenizer + image
+processor) and loads with ``conceptjax.models.clip.load`` like any hub model.
+
+Image preprocessing is ``CLIPImageProcessor``'s at the native size (rescale to [0, 1], normalise with CLIP's
+mean and std, channels first), done inside the jitted step.
+
+References:
+  Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML 2021.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from conceptjax import parallel
+from conceptjax.data import shapesworld as sw
+from conceptjax.errors import check
+
+__all__ = [
+  "SHIPPED_DIR",
+  "ModelConfig",
+  "TrainConfig",
+  "TrainState",
+  "clip_loss",
+  "encoders",
+  "evaluate",
+  "export",
+  "make_model",
+  "make_optimizer",
+  "train",
+  "train_step",
+]
+
+# The shipped ShapesWorld CLIP (save_pretrained directory; load with ``conceptjax.models.clip.load``).
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapesworld_clip"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Size of the CLIP (both towers are pre-LN transformers; the vision tower has ``(image/patch)^2 + 1``
+  tokens)."""
+
+  image_size: int = 64
+  patch_size: int = 8
+  vision_hidden: int = 128
+  vision_layers: int = 4
+  vision_heads: int = 4
+  text_hidden: int = 128
+  text_layers: int = 4
+  text_heads: int = 4
+  max_length: int = 32
+  projection_dim: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Training settings (static).
+
+  Attributes:
+    steps: horizon of the cosine schedule (and the number of optimiser steps unless ``end_step`` is set).
+    end_step: stop here instead (0: at ``steps``), e.g. to fit a time budget.
+    cooldown_steps: linear decay of the learning rate to 0 over the last ``cooldown_steps`` before the end
+      (warmup-stable-decay style: a run can be ended early and still annealed; the schedule before the
+      cooldown is independent of ``end_step``).
+    batch_size: image-caption pairs per step (split over the devices; a multiple of the device count).
+    learning_rate: peak learning rate (after ``warmup_steps`` of linear warm-up, cosine decay to 0).
+    weight_decay: AdamW decay on weight matrices.
+    clip_norm: global gradient norm clip.
+    world: the ShapesWorld drawn from.
+    seed: model init and data stream seed.
+    vocab_size: BPE vocabulary bound; tokenizer_corpus: captions the BPE is trained on.
+    log_every, save_every: logging / checkpoint periods in steps.
+  """
+
+  steps: int = 2000
+  end_step: int = 0
+  cooldown_steps: int = 0
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  warmup_steps: int = 100
+  weight_decay: float = 0.05
+  clip_norm: float = 1.0
+  world: sw.WorldConfig = sw.WorldConfig()
+  seed: int = 0
+  vocab_size: int = 1024
+  tokenizer_corpus: int = 20_000
+  log_every: int = 25
+  save_every: int = 100
+
+
+class TrainState(NamedTuple):
+  params: Any  # FlaxCLIPModel params pytree
+  opt_state: Any  # optax state
+  step: jax.Array  # int32 []
+
+
+def make_model(mc: ModelConfig, tokenizer: Any, seed: int = 0) -> Any:
+  """A randomly initialised ``FlaxCLIPModel`` of size ``mc`` for ``tokenizer``'s vocabulary."""
+  return _make_model(mc, _vocab_key(tokenizer), seed)
+
+
+def _vocab_key(tokenizer: Any) -> tuple[int, int, int, int]:
+  return len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+
+
+def _make_model(mc: ModelConfig, vocab: tuple[int, int, int, int], seed: int) -> Any:
+  import transformers
+
+  transformers.logging.set_verbosity_error()
+  vocab_size, bos, eos, pad = vocab
+  config = transformers.CLIPConfig(
+    text_config=dict(
+      vocab_size=vocab_size,
+      hidden_size=mc.text_hidden,
+      intermediate_size=4 * mc.text_hidden,
+      num_hidden_layers=mc.text_layers,
+      num_attention_heads=mc.text_heads,
+      max_position_embeddings=mc.max_length,
+      bos_token_id=bos,
+      eos_token_id=eos,
+      pad_token_id=pad,
+    ),
+    vision_config=dict(
+      hidden_size=mc.vision_hidden,
+      intermediate_size=4 * mc.vision_hidden,
+      num_hidden_layers=mc.vision_layers,
+      num_attention_heads=mc.vision_heads,
+      image_size=mc.image_size,
+      patch_size=mc.patch_size,
+    ),
+    projection_dim=mc.projection_dim,
+  )
+  return transformers.FlaxCLIPModel(config, seed=seed, dtype=jnp.float32)
+
+
+def _decay_mask(params: Any) -> Any:
+  """True for weight matrices (kernels, token/patch embeddings); False for biases, norms, scales."""
+
+  def keep(path, x):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    return x.ndim >= 2 and "position_embedding" not in name
+
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+  """Global-norm clipping then AdamW with linear warm-up, cosine decay and an optional final cooldown."""
+  cosine = optax.warmup_cosine_decay_schedule(
+    0.0, tc.learning_rate, min(tc.warmup_steps, max(tc.steps - 1, 1)), max(tc.steps, 2)
+  )
+  end = tc.end_step or tc.steps
+
+  def schedule(count):
+    if tc.cooldown_steps <= 0:
+      return cosine(count)
+    return cosine(count) * jnp.clip((end - count) / tc.cooldown_steps, 0.0, 1.0)
+
+  return optax.chain(
+    optax.clip_by_global_norm(tc.clip_norm),
+    optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-6, weight_decay=tc.weight_decay, mask=_decay_mask),
+  )
+
+
+def _pixels(images: jax.Array) -> jax.Array:
+  """uint8 [B, H, W, 3] -> CLIP-normalised float32 [B, 3, H, W]."""
+  x = images.astype(jnp.float32) / 255.0
+  x = (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+  return jnp.transpose(x, (0, 3, 1, 2))
+
+
+def _features(model: Any, params: Any, images: jax.Array, ids: jax.Array, mask: jax.Array):
+  img = model.get_image_features(_pixels(images), params=params)
+  txt = model.get_text_features(ids, attention_mask=mask, params=params)
+  return img, txt
+
+
+def _normalize(x: jax.Array) -> jax.Array:
+  return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-6)
+
+
+def clip_loss(
+  params: Any, images: jax.Array, ids: jax.Array, mask: jax.Array, *, model: Any
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """CLIP's symmetric contrastive loss over the batch.
+
+  Args:
+    params: model parameters.
+    images: uint8 [B, H, W, 3].
+    ids, mask: int32 [B, L] token ids and attention mask.
+    model: the ``FlaxCLIPModel`` (static).
+
+  Returns:
+    (loss, {"loss_i2t", "loss_t2i", "acc_i2t", "temperature"}).
+  """
+  img, txt = _features(model, params, images, ids, mask)
+  scale = jnp.exp(jnp.minimum(params["logit_scale"], MAX_LOGIT_SCALE))
+  logits = scale * _normalize(img) @ _normalize(txt).T  # [B, B]
+  labels = jnp.arange(logits.shape[0])
+  l_i2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  l_t2i = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
+  acc = (logits.argmax(axis=1) == labels).mean()
+  return 0.5 * (l_i2t + l_t2i), {
+    "loss_i2t": l_i2t,
+    "loss_t2i": l_t2i,
+    "acc_i2t": acc,
+    "temperature": 1 / scale,
+  }
+
+
+def train_step(
+  state: TrainState,
+  images: jax.Array,
+  ids: jax.Array,
+  mask: jax.Array,
+  *,
+  model: Any,
+  optimizer: optax.GradientTransformation,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimiser step (pure; jit with ``model`` and ``optimizer`` bound and the state donated)."""
+  (loss, aux), grads = jax.value_and_grad(clip_loss, has_aux=True)(
+    state.params, images, ids, mask, model=model
+  )
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+  return TrainState(params, opt_state, state.step + 1), metrics
+
+
+def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+  tok = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="np")
+  return tok["input_ids"].astype(np.int32), tok["attention_mask"].astype(np.int32)
+
+
+def _batch(tc: TrainConfig, tokenizer: Any, max_length: int, step: int) -> tuple[np.ndarray, ...]:
+  s = sw.generate(tc.world, tc.batch_size, seed=tc.seed, split="train", start=step * tc.batch_size)
+  return (s.images, *_tokenize(tokenizer, s.captions, max_length))
+
+
+def _tokenizer_for(tc: TrainConfig, mc: ModelConfig, directory: Path) -> Any:
+  from conceptjax.models import tokenizer as tok_lib
+
+  if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+    return tok_lib.load(directory)
+  corpus = sw.generate(tc.world, tc.tokenizer_corpus, seed=tc.seed, split="train").captions
+  return tok_lib.train_clip_tokenizer(corpus, directory, vocab_size=tc.vocab_size, max_length=mc.max_length)
+
+
+def train(
+  tc: TrainConfig,
+  mc: ModelConfig,
+  workdir: str | os.PathLike,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+  stop_at: int | None = None,
+  callback: Callable[[int, dict], None] | None = None,
+) -> tuple[Any, Any, TrainState]:
+  """Trains (or resumes training of) a CLIP in ``workdir``.
+
+  Args:
+    tc, mc: training and model settings.
+    workdir: holds ``tokenizer/``, ``checkpoints/``, ``tb/`` and ``metrics.jsonl``.
+    mesh: device mesh (default: all devices); the batch is split over its ``data`` axis.
+    stop_at: stop after this step (as if killed right after a checkpoint); a later call resumes.
+    callback: called as ``callback(step, metrics)`` after every logged step (e.g. progress printing).
+
+  Returns:
+    (FlaxCLIPModel, tokenizer, final TrainState with params gathered on the host).
+  """
+  from tensorboardX import SummaryWriter
+
+  from conceptjax.checkpoint import Checkpointer
+  from conceptjax.io import JsonlWriter
+
+  workdir = Path(workdir)
+  mesh = parallel.data_mesh() if mesh is None else mesh
+  check(
+    tc.batch_size % mesh.size == 0, f"batch_size {tc.batch_size} is not a multiple of {mesh.size} devices"
+  )
+  tokenizer = _tokenizer_for(tc, mc, workdir / "tokenizer")
+  model = make_model(mc, tokenizer, seed=tc.seed)
+  optimizer = make_optimizer(tc)
+  state = TrainState(model.params, optimizer.init(model.params), jnp.zeros((), jnp.int32))
+  state = parallel.replicate(state, mesh)
+  step_fn = _jitted_step(tc, mc, _vocab_key(tokenizer))
+  end = tc.end_step or tc.steps
+  last = end if stop_at is None else min(stop_at, end)
+  with (
+    Checkpointer(workdir / "checkpoints", save_every=tc.save_every) as ckpt,
+    JsonlWriter(workdir / "metrics.jsonl") as log,
+    SummaryWriter(str(workdir / "tb")) as tb,
+    concurrent.futures.ThreadPoolExecutor(1) as pool,
+  ):
+    state, start = ckpt.restore_or(state)
+    ahead = pool.submit(_batch, tc, tokenizer, mc.max_length, start)
+    t0, seen = time.perf_counter(), 0
+    for step in range(start, last):
+      batch = ahead.result()
+      if step + 1 < last:
+        ahead = pool.submit(_batch, tc, tokenizer, mc.max_length, step + 1)
+      sharded, _ = parallel.shard_batch(batch, mesh)
+      state, metrics = step_fn(state, *sharded)
+      seen += 1
+      ckpt.maybe_save(step + 1, state, force=step + 1 == last)
+      if (step + 1) % tc.log_every == 0 or step + 1 == last:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        elapsed = time.perf_counter() - t0
+        metrics.update(step=step + 1, steps_per_s=seen / max(elapsed, 1e-9), wall_s=elapsed)
+        log.write(metrics)
+        for k, v in metrics.items():
+          if k != "step":
+            tb.add_scalar(f"train/{k}", v, step + 1)
+        if callback is not None:
+          callback(step + 1, metrics)
+  state = jax.device_get(state)
+  model.params = state.params
+  return model, tokenizer, state
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_step(tc: TrainConfig, mc: ModelConfig, vocab: tuple[int, int, int, int]) -> Callable[..., Any]:
+  """The jitted train step for one setting (cached, so resuming in the same process does not recompile)."""
+  model, optimizer = _make_model(mc, vocab, tc.seed), make_optimizer(tc)
+  return jax.jit(
+    lambda st, im, ids, m: train_step(st, im, ids, m, model=model, optimizer=optimizer), donate_argnums=(0,)
+  )
+
+
+def export(model: Any, tokenizer: Any, directory: str | os.PathLike) -> Path:
+  """Writes model (safetensors), tokenizer and image processor with ``save_pretrained`` into ``directory``."""
+  import transformers
+
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  model.save_pretrained(directory, safe_serialization=True)
+  tokenizer.save_pretrained(directory)
+  size = int(model.config.vision_config.image_size)
+  transformers.CLIPImageProcessor(
+    size={"shortest_edge": size},
+    crop_size={"height": size, "width": size},
+    image_mean=list(CLIP_MEAN),
+    image_std=list(CLIP_STD),
+  ).save_pretrained(directory)
+  return directory
+
+
+def encoders(model: Any, tokenizer: Any, params: Any | None = None, *, batch_size: int = 256):
+  """(encode_images(uint8 [N,H,W,3]) -> [N,d], encode_texts(list[str]) -> [N,d]) for an in-memory model.
+
+  Batches are split over all devices. ``conceptjax.models.clip.load`` gives the same for a saved model.
+  """
+  params = model.params if params is None else params
+  max_length = int(model.config.text_config.max_position_embeddings)
+  img_fn = jax.jit(lambda p, x: model.get_image_features(_pixels(x), params=p))
+  txt_fn = jax.jit(lambda p, i, m: model.get_text_features(i, attention_mask=m, params=p))
+  mesh = parallel.data_mesh()
+  rep = parallel.replicate(params, mesh)
+
+  def run(fn, *arrays):
+    outs = []
+    for s in range(0, arrays[0].shape[0], batch_size):
+      chunk = tuple(a[s : s + batch_size] for a in arrays)
+      outs.append(np.asarray(parallel.map_batched(lambda *a: fn(rep, *a), chunk, mesh=mesh)))
+    return np.concatenate(outs)
+
+  def encode_images(images):
+    return run(img_fn, np.asarray(images))
+
+  def encode_texts(texts):
+    return run(txt_fn, *_tokenize(tokenizer, list(texts), max_length))
+
+  return encode_images, encode_texts
+
+
+def evaluate(
+  encode_images: Callable[[np.ndarray], np.ndarray],
+  encode_texts: Callable[[list[str]], np.ndarray],
+  *,
+  num: int = 1000,
+  seed: int = 0,
+  world: sw.WorldConfig | None = None,
+) -> dict[str, float]:
+  """Held-out quality of a CLIP on ShapesWorld (``test`` split, never seen in training).
+
+  Zero-shot accuracy per attribute (shape, colour, background) on ``num`` single-object images: the
+  predicted value is the nearest (cosine) prompt among ``shapesworld.zeroshot_prompts(attr)``. Retrieval:
+  image-to-caption recall@1 among the ``num`` captions of ``num`` default-world images (a hit when the
+  retrieved caption is the image's own caption text, so identical short captions count as hits).
+
+  Returns:
+    {"zeroshot_shape", "zeroshot_color", "zeroshot_background", "zeroshot_mean", "retrieval_r1_i2t",
+     "retrieval_r1_t2i"}.
+  """
+  world = sw.WorldConfig() if world is None else world
+  single = sw.generate(dataclasses.replace(world, max_objects=1), num, seed=seed, split="test")
+  img = _unit(encode_images(single.images))
+  out = {}
+  truth = {"shape": single.shape[:, 0], "color": single.color[:, 0], "background": single.background}
+  for attr, y in truth.items():
+    txt = _unit(encode_texts(sw.zeroshot_prompts(attr)))
+    out[f"zeroshot_{attr}"] = float(((img @ txt.T).argmax(1) == y).mean())
+  out["zeroshot_mean"] = float(np.mean([out[f"zeroshot_{a}"] for a in truth]))
+  mixed = sw.generate(world, num, seed=seed + 1, split="test")
+  sim = _unit(encode_images(mixed.images)) @ _unit(encode_texts(mixed.captions)).T
+  caps = np.array(mixed.captions, dtype=object)
+  out["retrieval_r1_i2t"] = float((caps[sim.argmax(1)] == caps).mean())
+  out["retrieval_r1_t2i"] = float((sim.argmax(0) == np.arange(num)).mean())
+  return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
