@@ -9,10 +9,6 @@ import pytest
 from conceptjax import cli, splice
 from conceptjax.data import store
 
-# TODO(splice): drop once conceptjax.sparse.nonneg_lasso is committed (it is written in parallel).
-_SPARSE = __import__("importlib").util.find_spec("conceptjax.sparse._api") is not None
-pytestmark = pytest.mark.skipif(not _SPARSE, reason="conceptjax.sparse.nonneg_lasso not in this checkout yet")
-
 CAPTIONS = ["a red dog on grass", "a blue cat on water", "a dog and a cat", "red star", "water and grass"]
 
 

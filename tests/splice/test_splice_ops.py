@@ -7,10 +7,6 @@ import pytest
 from conceptjax import parallel, splice
 from conceptjax.errors import InputError
 
-# TODO(splice): drop once conceptjax.sparse.nonneg_lasso is committed (it is written in parallel).
-_SPARSE = __import__("importlib").util.find_spec("conceptjax.sparse._api") is not None
-pytestmark = pytest.mark.skipif(not _SPARSE, reason="conceptjax.sparse.nonneg_lasso not in this checkout yet")
-
 C, D = 48, 12
 
 
