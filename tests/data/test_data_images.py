@@ -117,3 +117,5 @@ def test_bad_folders(tmp_path):
   (tmp_path / "broken.png").write_bytes(b"not a png")
   with pytest.raises(InputError, match="broken.png"):
     images.FolderSource(tmp_path, size=8)[0]
+  with pytest.raises(InputError, match="broken.png"):  # raised in a reader thread, surfaces unchanged
+    list(images.batches(images.FolderSource(tmp_path, size=8), 0, 1, 4))
