@@ -1,0 +1,136 @@
+"""The solver benchmark: its tiny preset runs end to end and writes a well-formed, self-consistent JSON."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from benchmarks import sparse_solvers as bench
+from conceptjax import io
+
+PEERS = ["sklearn"] + [p for p in ("celer",) if importlib.util.find_spec(p) is not None]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  out = tmp_path_factory.mktemp("bench")
+  # B=16 rows, peers on the first 8 (so the extrapolation path runs too); skglm's numba compile takes
+  # ~30 s, so it is left to the slow test.
+  # The target-l0 mode (a per-row penalty search, several solves) is left to the main preset.
+  from conceptjax import sparse
+
+  args = [
+    "--preset",
+    "tiny",
+    "--out",
+    str(out),
+    "--peer-rows",
+    "8",
+    "--peers",
+    ",".join(PEERS),
+    "--repeats",
+    "1",
+  ]
+  code = bench.main([*args, "--solvers", ",".join(sparse.SOLVERS)])
+  assert code == 0
+  return io.read_json(out / "sparse_solvers.json"), out
+
+
+def test_outputs_written(tiny):
+  report, out = tiny
+  assert os.path.getsize(out / "sparse_solvers.png") > 1000
+  assert report["preset"] == "tiny"
+  assert report["environment"]["jax"] and report["environment"]["device_count"] >= 1
+  assert [p["name"] for p in report["problems"]] == ["a", "b"]
+  assert report["criteria"] == {"objective_rtol": 1e-6, "kkt_tol": 1e-5, "solver_tols": [1e-5, 1e-6, 1e-7]}
+
+
+def test_self_consistent(tiny):
+  from conceptjax import sparse
+
+  report, _ = tiny
+  for prob in report["problems"]:
+    spec = prob["spec"]
+    assert spec["batch"] == 16 and prob["check_rows"] == 8
+    assert prob["dense_floor_s"] > 0
+    objs = prob["objective_check_rows"]
+    assert set(PEERS) <= set(objs)
+    best = np.min(np.array(list(objs.values())), axis=0)
+    np.testing.assert_array_equal(best, prob["best_objective_check_rows"])
+    methods = {m["method"]: m for m in prob["methods"]}
+    floor = methods["dense product (floor)"]
+    assert floor["kind"] == "floor" and floor["time_s"] == prob["dense_floor_s"]
+    for name in sparse.SOLVERS:
+      m = methods[name]
+      assert m["kind"] == "conceptjax" and m["time_s"] > 0 and m["first_s"] >= m["time_s"] * 0.5
+      if name in bench.FIXED_L0:
+        assert m["reached_tolerance"] is None and "not comparable" in m["note"]
+        assert m["target_l0"] == prob["target_l0"]
+      else:
+        assert isinstance(m["reached_tolerance"], bool)
+        # "reached" means within tolerance on every row, which the per-row numbers confirm.
+        if m["reached_tolerance"]:
+          assert m["objective_gap_max"] <= 1e-6 and m["kkt_max"] <= 1e-5
+        gap = (np.array(objs[name]) - best) / best
+        assert gap.min() >= 0
+    for m in prob["methods"]:
+      if "time_s" in m:
+        assert m["x_dense"] == pytest.approx(m["time_s"] / prob["dense_floor_s"])
+    for peer in PEERS:
+      m = methods[peer]
+      assert m["extrapolated"] and m["rows_timed"] == 8
+      assert m["time_s"] == pytest.approx(m["measured_s"] * 16 / 8)
+
+
+def test_peers_agree_with_solvers(tiny):
+  """On the tiny problems every peer (float64, tight tol) and the best in-project solution agree to 1e-6."""
+  report, _ = tiny
+  for prob in report["problems"]:
+    objs = prob["objective_check_rows"]
+    best = np.array(prob["best_objective_check_rows"])
+    for peer in PEERS:
+      np.testing.assert_allclose(objs[peer], best, rtol=1e-6)
+    ours = [n for n in objs if n not in bench.PEERS and n not in bench.FIXED_L0]
+    assert ours
+    ours_best = np.min(np.array([objs[n] for n in ours]), axis=0)
+    np.testing.assert_allclose(ours_best, best, rtol=1e-6)
+
+
+def test_evaluate_against_dense_numpy():
+  """The benchmark's chunked sparse evaluation equals a direct dense float64 computation."""
+  rng = np.random.default_rng(0)
+  c, d, b, lam = 50, 8, 7, 0.3
+  dictionary = rng.normal(size=(c, d)).astype(np.float32)
+  z = rng.normal(size=(b, d)).astype(np.float32)
+  w = np.maximum(rng.normal(size=(b, c)), 0) * (rng.random((b, c)) < 0.1)
+  ev = bench.evaluate(scipy.sparse.csr_matrix(w), dictionary, z, lam, chunk=3)
+  c64, z64 = dictionary.astype(np.float64), z.astype(np.float64)
+  r = w @ c64 - z64
+  np.testing.assert_allclose(ev.objective, (r**2).sum(1) + lam * w.sum(1), rtol=1e-12)
+  g = 2 * r @ c64.T + lam
+  kkt = [max(np.max(np.maximum(-g[i], 0)), np.max(np.abs(g[i][w[i] > 0]), initial=0.0)) for i in range(b)]
+  np.testing.assert_allclose(ev.kkt, kkt, rtol=1e-12)
+  np.testing.assert_array_equal(ev.l0, (w > 0).sum(1))
+  cos = ((w @ c64) * z64).sum(1) / np.linalg.norm(w @ c64, axis=1) / np.linalg.norm(z64, axis=1)
+  np.testing.assert_allclose(ev.cos[w.sum(1) > 0], cos[w.sum(1) > 0], rtol=1e-12)
+
+
+def test_sparse_rows_drops_padding():
+  idx = np.array([[3, -1, 0], [2, 2, -1]])
+  val = np.array([[0.5, 0.0, 0.25], [0.0, 1.0, 0.0]])
+  dense = bench.sparse_rows(idx, val, 4).toarray()
+  np.testing.assert_array_equal(dense, [[0.25, 0, 0, 0.5], [0, 0, 1.0, 0]])
+
+
+@pytest.mark.slow
+def test_skglm_peer_agrees(tmp_path):
+  pytest.importorskip("skglm")
+  code = bench.main(
+    ["--preset", "tiny", "--out", str(tmp_path), "--problems", "b", "--peers", "sklearn,skglm", "--no-plot"]
+  )
+  assert code == 0
+  prob = io.read_json(tmp_path / "sparse_solvers.json")["problems"][0]
+  objs = prob["objective_check_rows"]
+  np.testing.assert_allclose(objs["skglm"], objs["sklearn"], rtol=1e-6)
