@@ -284,7 +284,7 @@ def write_listing(codes: Any, concepts: tuple[str, ...] | list[str], path: Path,
     for r in range(a["indices"].shape[0]):
       order = np.argsort(-a["values"][r], kind="stable")[:top]
       items = [
-        f"{concepts[a['indices'][r, j]]} ({a['values'][r, j]:.3f})" for j in order if a["values"][r, j] > 0
+        f"{concepts[a['indices'][r, j]]} ({a['values'][r, j]:.4g})" for j in order if a["values"][r, j] > 0
       ]
       lines.append(f"{start + r}\t{int(labels[r])}\t{a['cosine'][r]:.4f}\t{', '.join(items) or '(none)'}")
   io.write_text(path, "\n".join(lines) + "\n")
@@ -437,10 +437,10 @@ def _concepts(args: argparse.Namespace) -> int:
     )
   for r in report:
     print(f"== {r['class']} ({r['images']} images)")
-    print("  histogram: " + ", ".join(f"{n} {w:.3f}" for n, w in r["top_mean_weight"]))
+    print("  histogram: " + ", ".join(f"{n} {w:.4g}" for n, w in r["top_mean_weight"]))
     print(
       "  separating: "
-      + ", ".join(f"{s['concept']} +{s['difference']:.3f} (p={s['p_value']:.3g})" for s in r["separating"])
+      + ", ".join(f"{s['concept']} +{s['difference']:.4g} (p={s['p_value']:.3g})" for s in r["separating"])
     )
   if args.out:
     io.write_json(args.out, {"permutations": args.permutations, "classes": report})
