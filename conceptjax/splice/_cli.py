@@ -318,6 +318,10 @@ def register_zeroshot(sub: argparse._SubParsersAction) -> None:
   _classes_args(p, required=False)
   p.add_argument("--template", default="a photo of a {}", help="prompt template ['a photo of a {}']")
   p.add_argument("--codes", help="output folder of `conceptjax decompose` on the same embeddings")
+  p.add_argument(
+    "--remove",
+    help="intervention: comma-separated concepts to zero before recomposing (adds intervened_accuracy)",
+  )
   _vocab_args(p, required=False)
   p.add_argument("--image-mean", help="image mean .npz [default: the mean of --embeddings]")
   _solver_args(p)
@@ -367,6 +371,11 @@ def _zeroshot(args: argparse.Namespace) -> int:
     "mean_l0": float(np.mean(np.sum(values > 0, axis=1))),
     "mean_cosine": float(np.mean(np.asarray(splice.cosine(z_hat, emb)))),
   }
+  if args.remove:
+    removed = [c.strip() for c in args.remove.split(",") if c.strip()]
+    _, z_int = splice.intervene(dictionary, mean, indices, values, removed)
+    metrics["removed"] = removed
+    metrics["intervened_accuracy"] = float(np.mean(splice.classify(np.asarray(z_int), text) == labels))
   if args.out:
     io.write_json(args.out, metrics)
   print(json.dumps(metrics))

@@ -108,6 +108,35 @@ def test_zeroshot_command(pipeline, tiny_clip, capsys):
   dense = np.argmax(unit(emb) @ unit(text).T, axis=1)
   assert metrics["dense_accuracy"] == pytest.approx(np.mean(dense == [0, 0, 0, 1, 1, 1]))
   assert 0 <= metrics["sparse_accuracy"] <= 1 and metrics["mean_l0"] > 0 and metrics["rows"] == 6
+  # intervention: zero the most used concept, recompose, re-classify; checked against a numpy recomposition
+  codes = store.Store.read_only(pipeline / "codes")
+  idx, val = codes.read_sparse()
+  concepts = (pipeline / "codes" / "concepts.txt").read_text().split("\n")[:-1]
+  top = int(np.bincount(idx[idx >= 0]).argmax())
+  assert (
+    cli.main(
+      [
+        *args,
+        "--codes",
+        str(pipeline / "codes"),
+        "--cache-dir",
+        str(pipeline / "cache"),
+        "--remove",
+        concepts[top],
+      ]
+    )
+    == 0
+  )
+  after = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  dictionary = splice.load_dictionary(next((pipeline / "cache").glob("dictionary-*.npz")))
+  mean = splice.load_mean(pipeline / "codes" / "image_mean.npz")
+  w = np.zeros((6, len(concepts)))
+  for r, j in zip(*np.nonzero(idx >= 0), strict=True):
+    w[r, idx[r, j]] = val[r, j]
+  w[:, top] = 0
+  z = unit(unit(w @ dictionary.matrix) + mean)
+  want = np.mean(np.argmax(z @ unit(text).T, axis=1) == [0, 0, 0, 1, 1, 1])
+  assert after["removed"] == [concepts[top]] and after["intervened_accuracy"] == pytest.approx(want)
 
 
 def test_concepts_command(pipeline, capsys):
