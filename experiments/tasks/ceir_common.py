@@ -138,9 +138,15 @@ def run_ceir(
     np.max(np.abs(np.asarray(att.delta)) / np.maximum(gain, 1e-12))
   )
   contrib = np.asarray(ceir.normalize_contributions(att.values, config.contribution_norm))
-  top3 = concept_idx[np.asarray(ceir.top_concepts(contrib, 3))]
+  # An explanation item reads "x" where the image's concept score is above the training mean (z > 0) and
+  # "NOT x" below it. Precision@3 ranks the "x" items (the concepts an image is said to show); the signed
+  # variant ranks every concept by its contribution, "NOT x" items included.
+  shown = np.where(z_test[:n_attr] > 0, contrib, -np.inf)
+  top3 = concept_idx[np.asarray(ceir.top_concepts(shown, 3))]
+  top3_signed = concept_idx[np.asarray(ceir.top_concepts(contrib, 3))]
   if truth is not None:
     metrics["attribution_precision_at_3"] = precision_at_k(top3, truth)
+    metrics["attribution_precision_at_3_signed"] = precision_at_k(top3_signed, truth)
   labels = ceir.open_world_labels(contrib, config.open_world_threshold)
   final_names = [concepts[i] for i in concept_idx]
   metrics["open_world_top"] = ceir.label_names(labels, final_names, top=10)

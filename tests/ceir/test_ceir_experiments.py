@@ -28,6 +28,18 @@ def _check_artifacts(metrics, workdir):
   assert len(log) == metrics["vae_epochs"]
 
 
+def test_ceir_synthetic_runlocal_planted_truth(tmp_path):
+  config = runner.load_config("experiments/configs/ceir_synthetic.py:runlocal=True")
+  metrics = runner.run(config, tmp_path)
+  assert KEYS | {"attribution_precision_at_3"} <= set(metrics)
+  assert metrics["filters_exact"]  # filters A and B removed exactly the planted dead and noise concepts
+  assert metrics["num_concepts"] - metrics["num_after_filter_b"] == metrics["planted_dead_and_noise"]
+  assert metrics["attribution_precision_at_3"] >= 0.8  # top "x" concepts are present attributes
+  assert metrics["acc_kmeans_concepts"] >= 0.9  # the planted classes are recoverable from concept scores
+  assert metrics["ig_completeness_rel_gap_max"] < 0.02
+  _check_artifacts(metrics, tmp_path)
+
+
 @pytest.mark.slow  # the whole pipeline with CLIP embedding: ~1-3 min
 def test_ceir_shapesworld_runlocal(tmp_path, random_clip):
   config = runner.load_config(f"experiments/configs/ceir_shapesworld.py:runlocal=True,clip={random_clip}")
