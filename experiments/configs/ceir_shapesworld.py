@@ -12,7 +12,7 @@ attribution_precision_at_3. Targets: acc >= 0.9 and above both baselines; precis
 """
 
 from experiments.configs.common import parse_arg
-from experiments.tasks.ceir_common import add_common
+from experiments.tasks.ceir_common import add_common, shrink_for_ci
 
 
 def get_config(arg=None):
@@ -38,11 +38,6 @@ def get_config(arg=None):
   config.learning_rate = 1e-3
   config.clip_cutoff = 0.0  # the tiny CLIP's cosines are not on OpenAI CLIP's scale; filter B does the work
   if config.runlocal:
-    config.num_train, config.num_val, config.num_test = 512, 128, 256
-    config.epochs = 3
-    config.proj_steps = 100
-    config.hidden, config.latent = 32, 8
-    config.batch_size = 64
-    config.num_attributed = 32
+    shrink_for_ci(config)
     config.image_size = 32
   return config

@@ -14,7 +14,7 @@ seed=N, runlocal=True (CI size).
 """
 
 from experiments.configs.common import parse_arg
-from experiments.tasks.ceir_common import add_common
+from experiments.tasks.ceir_common import add_common, shrink_for_ci
 
 
 def get_config(arg=None):
@@ -37,10 +37,5 @@ def get_config(arg=None):
   config.feature_dim = 64
   config.learning_rate = 1e-3  # ~10k rows instead of the authors' 50-60k: a larger step than 5e-5
   if config.runlocal:
-    config.num_train, config.num_val, config.num_test = 512, 128, 256
-    config.epochs = 3
-    config.proj_steps = 100
-    config.hidden, config.latent = 32, 8
-    config.batch_size = 64
-    config.num_attributed = 32
+    shrink_for_ci(config)
   return config

@@ -192,3 +192,13 @@ def add_common(config) -> None:
   for key, value in defaults.items():
     if key not in config:
       config[key] = value
+
+
+def shrink_for_ci(config) -> None:
+  """The ``runlocal=True`` sizes shared by the CEIR configs (seconds of compute)."""
+  config.num_train, config.num_val, config.num_test = 512, 128, 256
+  config.epochs = 3
+  config.proj_steps = 100
+  config.hidden, config.latent = 32, 8
+  config.batch_size = 64
+  config.num_attributed = 32
