@@ -54,7 +54,13 @@ def test_image_encoder_matches_transformers_and_any_batch_size(tiny):
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
   one = clip.load(tiny.name, mesh=parallel.data_mesh(jax.devices()[:1])).encode_images(images)
   np.testing.assert_allclose(one, got, atol=1e-5, rtol=1e-5)
-  # a list of images of different sizes keeps the order
+
+
+@pytest.mark.slow
+def test_list_of_images_of_different_sizes_keeps_order(tiny):
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+  got = tiny.encode_images(images)
   mixed = [
     images[0],
     np.asarray(jax.image.resize(images[1], (40, 36, 3), "linear")).astype(np.uint8),
@@ -62,6 +68,7 @@ def test_image_encoder_matches_transformers_and_any_batch_size(tiny):
   ]
   out = tiny.encode_images(mixed)
   np.testing.assert_allclose(out[[0, 2]], got[[0, 2]], atol=1e-5)
+  np.testing.assert_allclose(out[1], tiny.encode_images(mixed[1][None])[0], atol=1e-5)
 
 
 def test_second_call_does_not_recompile(tiny):
