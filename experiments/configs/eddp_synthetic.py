@@ -58,7 +58,7 @@ def get_config(arg=None):
   ]
   if config.runlocal:
     config.images_per_class = 100
-    config.restarts = 2
+    config.restarts = 1
     for st in config.schedule:
       st["updates"] = 2
       st["steps_per_update"] = 10
