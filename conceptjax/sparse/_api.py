@@ -43,18 +43,24 @@ def choose_solver(num_concepts: int, dim: int, batch: int, target_l0: int | None
   return "working_set"
 
 
-def _first_bad_row(rows_ok: np.ndarray) -> int:
-  return int(np.argmin(rows_ok))
+@jax.jit
+def _row_summary(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(first row with NaN/Inf or -1, first all-zero row or -1), computed where ``a`` lives."""
+
+  def first(bad):
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
+
+  return first(~jnp.all(jnp.isfinite(a), axis=1)), first(~jnp.any(a != 0, axis=1))
 
 
 def _validate(dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_iter, max_active):
-  """All boundary checks; returns (dictionary, embeddings [B, d], l1_penalty [B]) as numpy arrays."""
+  """All boundary checks; returns (dictionary [c, d], embeddings [B, d], l1_penalty [B] numpy)."""
   check(
     solver == "auto" or solver in SOLVERS,
     f"unknown solver {solver!r}; known solvers: {', '.join(('auto',) + SOLVERS)}",
   )
-  dictionary = np.asarray(dictionary)
-  embeddings = np.asarray(embeddings)
+  dictionary = dictionary if isinstance(dictionary, jax.Array) else np.asarray(dictionary)
+  embeddings = embeddings if isinstance(embeddings, jax.Array) else np.asarray(embeddings)
   check(dictionary.ndim == 2, f"dictionary must be 2-D (c, d), got shape {dictionary.shape}")
   check(dictionary.shape[0] > 0 and dictionary.shape[1] > 0, f"empty dictionary: shape {dictionary.shape}")
   if embeddings.ndim == 1:
@@ -67,13 +73,12 @@ def _validate(dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_it
   )
   for name, arr in (("dictionary", dictionary), ("embeddings", embeddings)):
     check(
-      np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer),
+      jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer),
       f"{name} must be numeric, got dtype {arr.dtype}",
     )
-    finite = np.all(np.isfinite(arr), axis=1)
-    check(bool(finite.all()), f"{name} row {_first_bad_row(finite)} contains NaN or Inf")
-    nonzero = np.any(arr != 0, axis=1)
-    check(bool(nonzero.all()), f"{name} row {_first_bad_row(nonzero)} has zero norm")
+    bad_value, zero = (int(i) for i in jax.device_get(_row_summary(jnp.asarray(arr))))
+    check(bad_value < 0, f"{name} row {bad_value} contains NaN or Inf")
+    check(zero < 0, f"{name} row {zero} has zero norm")
   b = embeddings.shape[0]
   lam = np.asarray(l1_penalty, dtype=np.float64)
   check(lam.ndim == 0 or lam.shape == (b,), f"l1_penalty must be a scalar or shape ({b},), got {lam.shape}")

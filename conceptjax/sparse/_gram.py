@@ -220,13 +220,14 @@ def _interior_point(qp: GramQP, *, tol: float, max_iter: int) -> jax.Array:
 
 
 def solve_gram_qp(
-  qp: GramQP, w0: jax.Array, *, tol: float, max_iter: int, warm_iter: int = 6, ipm_iter: int = 20
+  qp: GramQP, w0: jax.Array, *, tol: float, max_iter: int, warm_iter: int = 6, ipm_iter: int = 25
 ) -> tuple[jax.Array, jax.Array]:
   """Solves a batch of small non-negative QPs to KKT violation ``tol``.
 
   First ``warm_iter`` active-set steps from ``w0`` (enough when the warm start has nearly the right
-  support); rows still above ``tol`` then restart from an interior-point estimate of the support
-  (computed only when some row needs it) and finish with at most ``max_iter`` active-set steps.
+  support; skipped when ``w0`` is all zero); rows still above ``tol`` then restart from an interior-point
+  estimate of the support (run to a gap of ``1e-4 tol``, computed only when some row needs it) and finish
+  with at most ``max_iter`` active-set steps (1-2 in practice).
 
   Args:
     qp: the problems.
@@ -239,12 +240,18 @@ def solve_gram_qp(
   Returns:
     ([B, K] solution, [B] int32 active-set steps taken).
   """
-  w, info = _active_set(qp, w0, tol=tol, max_iter=warm_iter)
+  cold = jnp.all(w0 == 0)  # nothing to warm-start from: go straight to the interior point
+  w, iters = jax.lax.cond(
+    cold,
+    lambda w: (w, jnp.zeros(w.shape[:1], jnp.int32)),
+    lambda w: (lambda r: (r[0], r[1].iterations))(_active_set(qp, w, tol=tol, max_iter=warm_iter)),
+    w0,
+  )
   todo = qp_kkt(qp, w) > tol
 
   def restart(w):
-    w_ipm = _interior_point(qp, tol=0.1 * tol, max_iter=ipm_iter)
+    w_ipm = _interior_point(qp, tol=1e-4 * tol, max_iter=ipm_iter)
     w2, info2 = _active_set(qp, jnp.where(todo[:, None], w_ipm, w), tol=tol, max_iter=max_iter)
-    return w2, info.iterations + info2.iterations
+    return w2, iters + info2.iterations
 
-  return jax.lax.cond(jnp.any(todo), restart, lambda w: (w, info.iterations), w)
+  return jax.lax.cond(jnp.any(todo), restart, lambda w: (w, iters), w)
