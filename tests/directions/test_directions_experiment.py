@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from experiments import run as runner
 
 
+@pytest.mark.slow  # ~11 min wall at load average 20 on 2 cores (compiles three stages); est. ~1 min idle
 def test_eddp_synthetic_runlocal(tmp_path):
   config = runner.load_config("experiments/configs/eddp_synthetic.py:runlocal=True,seed=1")
   metrics = runner.run(config, tmp_path)
