@@ -272,6 +272,7 @@ def run_solver(
   repeats: int,
   extra: dict,
   budget_s: float = 20.0,
+  max_iter: int | None = None,
 ) -> tuple[benchmarking.Timing, Any, int]:
   """Times ``sparse.nonneg_lasso(..., solver=name, tol=tol)``: first call apart from warm calls.
 
@@ -286,6 +287,8 @@ def run_solver(
     jax.monitoring.register_event_duration_secs_listener(_count_compile)
     _count_compile.registered = True
   kw = {"solver": name, **extra}
+  if max_iter is not None:
+    kw["max_iter"] = max_iter
   starts = []
 
   def call():
@@ -332,6 +335,7 @@ def run_problem(
   tols: Sequence[float],
   repeats: int,
   log: Callable[[str], None],
+  max_iter: int | None = None,
 ) -> dict[str, Any]:
   """Runs every method on one problem; returns its JSON record."""
   t_start = time.perf_counter()
@@ -380,7 +384,9 @@ def run_problem(
       name, {"method": name, "kind": "conceptjax", "rows_timed": n, "extrapolated": n < b, "tries": []}
     )
     try:
-      timing, res, warm_compiles = run_solver(name, dict_j, emb_j[:n], lam, tol, repeats, extra)
+      timing, res, warm_compiles = run_solver(
+        name, dict_j, emb_j[:n], lam, tol, repeats, extra, max_iter=max_iter
+      )
     except Exception as e:  # noqa: BLE001  (reported in the table and the JSON)
       rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
       log(f"[{spec.name}] {name} tol={tol:g}: FAILED {rec['error']}")
@@ -621,6 +627,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--dim", type=int, default=None, help="override d of every problem")
   p.add_argument("--lam", type=float, default=None, help="override the l1 penalty")
   p.add_argument("--seed", type=int, default=None)
+  p.add_argument("--max-iter", type=int, default=None, help="cap on every solver's iterations (a time cap)")
   p.add_argument("--tols", default="1e-5,1e-6,1e-7", help="solver tol tried in order until tolerance is met")
   p.add_argument("--repeats", type=int, default=None, help="warm calls timed per solver (median)")
   p.add_argument("--no-plot", action="store_true")
@@ -666,7 +673,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   records = []
   json_path = os.path.join(args.out, "sparse_solvers.json")
   for spec in specs:
-    records.append(run_problem(spec, solvers=solvers, peers=peers, tols=tols, repeats=repeats, log=log))
+    records.append(
+      run_problem(
+        spec, solvers=solvers, peers=peers, tols=tols, repeats=repeats, log=log, max_iter=args.max_iter
+      )
+    )
     print(format_table(records[-1]) + "\n", flush=True)
     report = {  # rewritten after every problem, so a long run keeps what it measured
       "benchmark": "sparse_solvers",
@@ -674,6 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       "command": "python -m benchmarks.sparse_solvers "
       + " ".join(argv if argv is not None else sys.argv[1:]),
       "criteria": {"objective_rtol": OBJECTIVE_RTOL, "kkt_tol": KKT_TOL, "solver_tols": tols},
+      "max_iter": args.max_iter,
       "environment": benchmarking.environment(),
       "peer_versions": _peer_versions(peers),
       "load_average_before": load_before,
