@@ -15,9 +15,16 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+BENCH_STAMP := $(VENV)/.installed-bench
+
+# Solver-benchmark peers (skglm, celer): the main job and `make bench` compare against them.
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
 setup: $(STAMP)
 
-run: $(STAMP)
+run: $(BENCH_STAMP)
 	$(PY) -m conceptjax.cli main
 
 test: $(STAMP)
@@ -26,7 +33,7 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.sparse_solvers
 
 lint: $(STAMP)

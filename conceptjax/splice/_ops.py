@@ -23,8 +23,6 @@ from conceptjax.errors import check
 from conceptjax.sparse.synthetic import normalize_rows
 from conceptjax.splice._dictionary import ConceptDictionary, check_embeddings
 
-PAD_INDEX = -1  # unused (index, value) slots: index -1, value 0 (as conceptjax.sparse)
-
 
 def center(embeddings: jax.Array, mean: jax.Array) -> jax.Array:
   """``normalize(normalize(e) - mu)`` [B, d]: the vector the decomposition approximates."""
