@@ -1,7 +1,5 @@
 """The mesh helper: 8 fake devices, padding, sharded == single device."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,11 +37,6 @@ def test_shard_batch_places_rows_on_all_devices_and_pads_with_real_rows():
 def test_process_slice_covers_rows_once():
   s = parallel.process_slice(10)
   assert (s.start, s.stop) == (0, 10)  # one process here
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _count(x, k):
-  return x * k
 
 
 def test_mesh_is_cached():
