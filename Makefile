@@ -17,14 +17,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
-# Solver-benchmark peers (skglm, celer): the main job and `make bench` compare against them.
+# Solver-benchmark peers (skglm, celer): `make bench` compares against them.
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install -q -r requirements-bench.txt
 	touch $(BENCH_STAMP)
 
 setup: $(STAMP)
 
-run: $(BENCH_STAMP)
+run: $(STAMP)
 	$(PY) -m conceptjax.cli main
 
 test: $(STAMP)
