@@ -143,7 +143,8 @@ def load(path_or_id: str | os.PathLike) -> CausalLM:
   if not local and (Path(where).exists() or where.startswith((".", "/"))):
     raise InputError(f"language model folder not found: {where}")
   try:
-    model = tf.FlaxGPT2LMHeadModel.from_pretrained(where)
+    # _do_init=False: skip the eager random initialisation (many small compilations) and get the params apart.
+    model, params = tf.FlaxGPT2LMHeadModel.from_pretrained(where, _do_init=False)
   except Exception as e:  # OSError (hub unreachable / missing files), ValueError, ...
     hint = "" if local else " (hub unreachable or unknown id; offline runs need a local folder)"
     raise InputError(f"cannot load language model {where!r}{hint}: {str(e).splitlines()[0]}") from e
@@ -155,7 +156,7 @@ def load(path_or_id: str | os.PathLike) -> CausalLM:
     ) from e
   if tokenizer is None or not hasattr(tokenizer, "encode"):
     raise InputError(f"cannot load the tokenizer of {where!r}")
-  return CausalLM(model.module, jax.tree.map(jnp.asarray, model.params), tokenizer, model.config)
+  return CausalLM(model.module, jax.tree.map(jnp.asarray, params), tokenizer, model.config)
 
 
 def load_shipped() -> CausalLM:

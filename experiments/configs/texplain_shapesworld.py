@@ -1,37 +1,54 @@
 """TExplain on ShapesWorld: does a classifier trained with a planted star-water correlation say "water"?
 
-Two small CNNs classify star vs circle: one trained on a correlated split (star on water, circle on grass,
-``p_correlated`` of the time), one on an uncorrelated split (p = 0.5). For each, a translator is trained (the
-classifier and the shipped tiny GPT-2 frozen) on a neutral captioned set (star/circle on all seven
-backgrounds), then ``num_sentences`` sentences are nucleus-sampled for every star image of a group-balanced
-test set and the share of sentences naming water ("water", "sea") is compared (Mann-Whitney U over
-per-image shares, one-sided). Mitigation: the correlated split is retrained with the background masked (set to
-grey) in ``mask_share`` of its images; worst-group accuracy on the balanced test set and mean accuracy on the
-in-distribution (correlated) test set are reported before and after.
+World: one star or circle on one of seven backgrounds (plain, stripes, dots, grass, water, sand, sky).
+Two classifiers of shape (``conceptjax.models.classifier.SmallCNN``; TExplain reads the pooled features that
+feed its linear head): one trained on a correlated split (P(water | star) = ``p_correlated``, P(water |
+circle) = 1 - ``p_correlated``), one on an uncorrelated split (backgrounds independent of the shape).
 
-Launch (about 10-15 min on 2 idle cores)::
+Which images are explained: TExplain explains what a classifier uses for a class, so each classifier is
+explained on the held-out images of a group-balanced split (both shapes on all seven backgrounds, uniform)
+that IT PREDICTS as star. The correlated classifier calls water images stars, so its explanations name water
+far above the base rate; the clean one's star predictions are stars on every background, so it names water
+at about the base rate (1/7). Seven backgrounds rather than two: with water/grass only the base rate is 1/2
+and the ratio could never reach 3x. Both translators (the classifier and the shipped tiny GPT-2 frozen) are
+trained on the SAME neutral captioned split, so the only difference is the classifier.
+
+``spurious_freq_*``: share of sampled sentences naming water ("water", "sea"). Significance is tested over
+images, the independent units (sentences of one image share its features, so a per-sentence test would
+overstate the evidence): an image "says water" when a majority of its ``num_sentences`` sentences do;
+one-sided Fisher's exact test on (classifier x says water).
+
+Mitigation (as in the paper): the background region (the generator's mask) of ``mask_share`` of the
+correlated training images is replaced by a random background texture (``mask_fill='random'``; ``'grey'``
+fills 0.5), and the classifier is retrained. Worst-group accuracy is over the 14 (shape, background) groups
+of the balanced test split; ``mean_acc_*`` is on the in-distribution (correlated) test split and
+``mean_acc_balanced_*`` on the balanced one.
+
+Launch (about N min on 2 loaded cores)::
 
   python -m experiments.run --config experiments/configs/texplain_shapesworld.py --workdir workdirs/tx_sw
 
-CI (about a minute): ``--config experiments/configs/texplain_shapesworld.py:runlocal=True``.
+CI (seconds): ``--config experiments/configs/texplain_shapesworld.py:runlocal=True``.
 """
 
 from experiments.configs.common import parse_arg
 
 
 def get_config(arg=None):
-  config = parse_arg(arg, seed=0, runlocal=False, p_correlated=0.95, mask_share=0.5, top_p=0.9)
+  config = parse_arg(
+    arg, seed=0, runlocal=False, p_correlated=0.95, mask_share=0.9, mask_fill="random", top_p=0.9
+  )
   local = config.runlocal
   config.task = "texplain_shapesworld"
   config.image_size = 32
   config.num_train = 256 if local else 4000
   config.num_translator = 256 if local else 4000
-  config.num_test = 64 if local else 1000
-  config.num_explained = 8 if local else 200  # star images explained per classifier
+  config.num_test = 256 if local else 1400
+  config.num_explained = 8 if local else 200  # held-out images predicted as star, explained per classifier
+  config.classifier_widths = (8, 16) if local else (16, 32, 64)
   config.classifier_steps = 10 if local else 600
   config.classifier_batch = 64
   config.classifier_lr = 3e-3
-  config.feature_dim = 32
   config.prefix_len = 4
   config.translator_steps = 10 if local else 1500
   config.translator_batch = 64
