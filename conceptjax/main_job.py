@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser(
     "main",
     help="run the main job: SpLiCE on ShapesWorld with the shipped CLIP, HTML report (offline, minutes)",
-    description=__doc__.splitlines()[0],
+    description="SpLiCE on ShapesWorld with the shipped tiny CLIP (offline, a few minutes on 2 cores): "
+    "writes WORKDIR/report/index.html and WORKDIR/metrics.json, prints the report path and then the headline "
+    "metrics as one JSON line. Not resumable: a re-run starts over.",
   )
   p.add_argument("--workdir", default="workdirs/main", help="output folder (metrics.json, report/index.html)")
   p.add_argument("--seed", type=int, default=0, help="seed of the generated image sets (default 0)")

@@ -24,6 +24,7 @@ def test_concept_recovery_matches_a_hand_computed_example():
   np.testing.assert_allclose(rec.precision, [2 / 3, 1.0, 0.0])
   np.testing.assert_allclose(rec.recall, [2 / 4, 1 / 3, 0.0])
   np.testing.assert_array_equal(rec.l0, [4, 1, 0])
+  np.testing.assert_array_equal(rec.hits, [2, 1, 0])
   np.testing.assert_array_equal(rec.attribute_recall["shape"], [1, 0, 0])
   np.testing.assert_array_equal(rec.attribute_recall["color"], [0, 1, 0])
   np.testing.assert_array_equal(rec.attribute_recall["background"], [1, 0, 0])
