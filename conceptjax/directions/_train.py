@@ -62,6 +62,8 @@ class Stage:
       distances, the mean removed for conditioning).
     init_signal: set the signal vectors by the formula before the stage.
     train_signal: the signal vectors are free parameters in this stage.
+    train_directions: the directions are trained; False trains only the margins and offsets (a final
+      offsets-only stage that places the half-spaces once the directions are right).
     positive_threshold: activation above which a patch is a positive (signal formula).
     losses: hyper-parameters of the losses.
   """
@@ -76,6 +78,7 @@ class Stage:
   standardised: bool = False
   init_signal: bool = False
   train_signal: bool = False
+  train_directions: bool = True
   positive_threshold: float = 0.5
   losses: LossConfig = LossConfig()
 
@@ -166,6 +169,8 @@ def train_stage(
   def objective(p, lam, k):
     if not stage.train_signal:
       p = p._replace(signal=jax.lax.stop_gradient(p.signal))
+    if not stage.train_directions:
+      p = p._replace(detectors=p.detectors._replace(direction=jax.lax.stop_gradient(p.detectors.direction)))
     values = loss_values(stage, p, x, weight, space, k, head_params)
     return _lagrangian(stage, values, lam), values
 
@@ -228,6 +233,14 @@ def selection_score(stage: Stage, info: StageInfo) -> jax.Array:
   return f
 
 
+def _convert(det: Detectors, src: Standardizer, dst: Standardizer) -> Detectors:
+  return from_raw(to_raw(det, src), dst)
+
+
+def _init_signal(det: Detectors, xs, ws, space: Standardizer, threshold: float) -> jax.Array:
+  return formula_signals(to_raw(det, space), xs, ws, threshold=threshold)
+
+
 def fit(
   x: np.ndarray,
   init: Detectors,
@@ -237,23 +250,27 @@ def fit(
   std: Standardizer | None = None,
   head_params: Any = None,
   mesh=None,
+  select_after: int = 0,
 ) -> FitResult:
-  """Runs a schedule of stages from a warm start (or several, keeping the best after the first stage).
+  """Runs a schedule of stages from a warm start (or several, keeping the best after stage ``select_after``).
 
   Args:
     x: [B, P, D] raw patches of B images.
     init: warm-start detectors, on standardised patches when the first stage is standardised (else on
       centred patches). With a
-      leading restart axis ([R, I, D] directions) the first stage runs all R restarts at once (vmap) and the
-      one with the lowest ``selection_score`` continues.
+      leading restart axis ([R, I, D] directions) stages ``0 .. select_after`` run all R restarts at once
+      (vmap) and the one with the lowest ``selection_score`` of stage ``select_after`` (label-free: its own
+      objective and constraint violations) continues.
     schedule: stages run in order; a change from standardised to raw converts the detectors.
     key: PRNG key.
     std: the standardiser the warm start was built with (default: fitted to x).
     head_params: parameters of the head used by URA losses.
     mesh: device mesh (default: all devices).
+    select_after: index of the stage whose end selects the restart (with restarts only).
 
   Returns:
-    FitResult with raw-space detectors and formula signal vectors; ``infos[0]`` has the restart axis.
+    FitResult with raw-space detectors and formula signal vectors; ``infos[0 .. select_after]`` have the
+    restart axis.
   """
   check(np.ndim(x) == 3, f"patches must be [B, P, D], got shape {np.shape(x)}")
   check(bool(np.all(np.isfinite(x))), "patches contain NaN or Inf")
@@ -265,6 +282,10 @@ def fit(
   check(
     np.shape(init.direction)[-1] == np.shape(x)[-1],
     f"init width {np.shape(init.direction)[-1]} != patch width {np.shape(x)[-1]}",
+  )
+  check(
+    0 <= select_after < len(schedule),
+    f"select_after={select_after} is not a stage index (0..{len(schedule) - 1})",
   )
   for st in schedule:
     st.validate()
@@ -282,19 +303,21 @@ def fit(
   standardised = schedule[0].standardised
   infos = []
   for n, (st, k) in enumerate(zip(schedule, jax.random.split(key, len(schedule)), strict=True)):
+    restarts = batched and n <= select_after
     if standardised != st.standardised:
-      raw = to_raw(params.detectors, spaces[standardised])
-      params = params._replace(detectors=from_raw(raw, spaces[st.standardised]))
+      convert = functools.partial(_convert, src=spaces[standardised], dst=spaces[st.standardised])
+      params = params._replace(detectors=(jax.vmap(convert) if restarts else convert)(params.detectors))
     standardised = st.standardised
     space = spaces[standardised]
     if st.init_signal:
-      raw = to_raw(params.detectors, space)
-      params = params._replace(signal=formula_signals(raw, xs, ws, threshold=st.positive_threshold))
-    if n == 0 and batched:
+      init_sig = functools.partial(_init_signal, xs=xs, ws=ws, space=space, threshold=st.positive_threshold)
+      params = params._replace(signal=(jax.vmap(init_sig) if restarts else init_sig)(params.detectors))
+    if restarts:
       run = jax.vmap(functools.partial(train_stage, stage=st), in_axes=(0, None, None, None, None, None))
       params, info = run(params, xs, ws, space, k, head_params)
-      best = int(jnp.argmin(selection_score(st, info)))
-      params = jax.tree.map(lambda a, i=best: a[i], params)
+      if n == select_after:
+        best = int(jnp.argmin(selection_score(st, info)))
+        params = jax.tree.map(lambda a, i=best: a[i], params)
     else:
       params, info = train_stage(params, xs, ws, space, k, head_params, stage=st)
     infos.append(info)

@@ -30,11 +30,14 @@ def ura_shift(weight: jax.Array, bias: jax.Array, x: jax.Array, signal: jax.Arra
     [..., D] dx (so that ``weight @ (x - dx) == bias``).
   """
   r = x @ weight.T - bias  # [..., I]
+  # One inverse of the small [I, I] system for all patches (not a factorisation per patch, and not a
+  # triangular solve with N right-hand sides, both slow on CPU): a c_p = r_p, so C = R a^-T.
   if signal is None:
     # pinv(W^T) = W (W^T W)^-1 for linearly independent detectors: dx = r (W^T W)^-1 W^T (rows).
-    return jnp.linalg.solve(weight @ weight.T, r[..., None])[..., 0] @ weight
-  a = weight @ signal.T  # [I, I] = W^T S
-  return jnp.linalg.solve(a, r[..., None])[..., 0] @ signal
+    a, basis = weight @ weight.T, weight
+  else:
+    a, basis = weight @ signal.T, signal  # [I, I] = W^T S
+  return (r @ jnp.linalg.inv(a).T) @ basis
 
 
 def ura_entropy(

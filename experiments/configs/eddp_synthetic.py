@@ -17,16 +17,10 @@ CONSTRAINTS_A = [("max_activation", 0.8), ("max_margin", 8.0), ("inactive", 0.1)
 CONSTRAINTS_B = [("max_activation", 0.8), ("max_margin", 100.0), ("inactive", 0.1), ("excessive", 0.05)]
 
 
-def get_config(arg=None):
-  config = parse_arg(arg, seed=0, runlocal=False, restarts=4, ura_weight=0.01, filter_signal=0.05)
-  config.task = "eddp_synthetic"
-  config.images_per_class = 1000
-  config.num_detectors = 3
-  config.warm_start = "orthogonal"  # orthogonal | pca | ica (in standardised space)
-  config.loss = dict(gamma=1.0, tau=0.5, rho=0.5, power=4.0, kappa_range=(0.5, 0.9))
-  u = config.ura_weight
-  config.schedule = [
-    # (a) warm start: standardised space, orthogonal detectors, sparsity + URA; restarts compete here.
+def schedule(u: float, filter_signal: float, b_updates: int = 40) -> list[dict]:
+  """The four-step schedule (a, b, c+d) as data; u = URA weight (shared with eddp_shapesworld)."""
+  return [
+    # (a) warm start: standardised space, orthogonal detectors, sparsity + URA; all restarts run (vmap).
     dict(
       name="a_warm",
       objective=[("sparsity", 1.0), ("ura", u)],
@@ -36,12 +30,13 @@ def get_config(arg=None):
       steps_per_update=50,
       learning_rate=0.02,
     ),
-    # (b) raw distances, no orthogonality; excessive activation bound; sharp margins allowed.
+    # (b) raw distances, no orthogonality; excessive activation bound; sharp margins allowed. The restart
+    # with the best stage-(b) objective + constraint violations continues (select_after=1: label-free).
     dict(
       name="b_raw",
       objective=[("sparsity", 1.0)],
       constraints=CONSTRAINTS_B,
-      updates=40,
+      updates=b_updates,
       steps_per_update=50,
       learning_rate=0.01,
     ),
@@ -49,13 +44,26 @@ def get_config(arg=None):
     dict(
       name="d_joint",
       objective=[("sparsity", 1.0), ("ura_signal", u)],
-      constraints=CONSTRAINTS_B + [("filter_signal", config.filter_signal)],
+      constraints=CONSTRAINTS_B + [("filter_signal", filter_signal)],
       init_signal=True,
       updates=10,
       steps_per_update=50,
       learning_rate=0.005,
     ),
   ]
+
+
+def get_config(arg=None):
+  config = parse_arg(
+    arg, seed=0, runlocal=False, restarts=8, select_after=1, ura_weight=0.01, filter_signal=0.05
+  )
+  config.task = "eddp_synthetic"
+  config.images_per_class = 1000
+  config.num_detectors = 3
+  config.warm_start = "orthogonal"  # orthogonal | pca | ica (in standardised space)
+  config.loss = dict(gamma=1.0, tau=0.5, rho=0.5, power=4.0, kappa_range=(0.5, 0.9))
+  u = config.ura_weight
+  config.schedule = schedule(u, config.filter_signal)
   if config.runlocal:
     config.images_per_class = 100
     config.restarts = 1

@@ -27,10 +27,10 @@ from conceptjax.directions import (
 )
 
 
-def stages_from_config(config) -> tuple[Stage, ...]:
-  """Builds the static Stage tuple from the config's list of dicts."""
+def stages_from_config(config, head_fn=linear_head) -> tuple[Stage, ...]:
+  """Builds the static Stage tuple from the config's list of dicts (``head_fn``: URA's frozen head)."""
   lc = LossConfig(
-    head_fn=linear_head, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.loss.items()}
+    head_fn=head_fn, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.loss.items()}
   )
   out = []
   for st in config.schedule:
@@ -54,7 +54,15 @@ def run(config, workdir) -> dict:
   init = warm_start(
     config.warm_start, key, flat, config.num_detectors, std=std, restarts=config.restarts, seed=config.seed
   )
-  res = fit(data.x, init, schedule, key, std=std, head_params=data.head)
+  res = fit(
+    data.x,
+    init,
+    schedule,
+    key,
+    std=std,
+    head_params=data.head,
+    select_after=min(config.select_after, len(schedule) - 1),
+  )
   det = res.detectors
   weight = np.asarray(project_to_data_span(det.weight, jnp.asarray(flat)))
   signal = np.asarray(res.signal)

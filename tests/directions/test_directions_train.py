@@ -1,5 +1,7 @@
 """Augmented-Lagrangian training: sharded over 8 devices == one device, no recompiles, restarts, AL update."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,3 +102,28 @@ def test_restarts_keep_the_best_selection_score():
   np.testing.assert_allclose(
     np.asarray(single.detectors.direction), np.asarray(res.detectors.direction), rtol=1e-3, atol=1e-4
   )
+
+
+def test_select_after_later_stage_keeps_the_restart_with_the_best_score_of_that_stage():
+  x, std, _ = _problem(b=16)
+  init = dr.warm_start("orthogonal", jax.random.key(2), x.reshape(-1, 6), 3, std=std, restarts=3)
+  res = dr.fit(x, init, STAGES, jax.random.key(0), std=std, select_after=1)
+  assert np.asarray(res.infos[0].losses).shape[0] == 3 and np.asarray(res.infos[1].losses).shape[0] == 3
+  scores = np.asarray(dr.selection_score(STAGES[1], res.infos[1]))
+  best = int(np.argmin(scores))
+  single = dr.fit(x, jax.tree.map(lambda a: a[best], init), STAGES, jax.random.key(0), std=std)
+  np.testing.assert_allclose(
+    np.asarray(single.detectors.direction), np.asarray(res.detectors.direction), rtol=1e-3, atol=1e-4
+  )
+
+
+def test_offsets_only_stage_keeps_directions_and_moves_offsets():
+  x, std, init = _problem(b=16)
+  xs, ws = dr.shard_images(x)
+  st = dataclasses.replace(
+    STAGES[0], name="offsets", train_directions=False, constraints=STAGES[0].constraints[:2]
+  )
+  params = dr.Params(init, jnp.zeros_like(init.direction))
+  out, _ = dr.train_stage(params, xs, ws, std, jax.random.key(0), None, stage=st)
+  np.testing.assert_array_equal(np.asarray(out.detectors.direction), np.asarray(init.direction))
+  assert not np.allclose(np.asarray(out.detectors.offset), np.asarray(init.offset))
