@@ -94,6 +94,19 @@ class JsonlWriter:
     self._f.write(json.dumps(record, default=_json_default) + "\n")
     self._f.flush()
 
+  def drop_after(self, key: str, last: int) -> None:
+    """Drops the records whose ``key`` exceeds ``last`` (a run resumed from step ``last`` logs them again).
+
+    The file is rewritten atomically; records without ``key`` are kept.
+    """
+    self._f.close()
+    lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = [line for line in lines if json.loads(line).get(key, last) <= last]
+    if len(keep) != len(lines):
+      with atomic_open(self.path, "w") as f:
+        f.writelines(keep)
+    self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
   def close(self) -> None:
     self._f.close()
 

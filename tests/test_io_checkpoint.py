@@ -60,3 +60,15 @@ def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
         fh.write(b"garbage")
   with Checkpointer(tmp_path / "ck") as ck, pytest.raises(InputError, match="unreadable checkpoint"):
     ck.restore({"w": jnp.ones((3,))})
+
+
+def test_jsonl_drop_after_keeps_earlier_records_once(tmp_path):
+  path = tmp_path / "m.jsonl"
+  with io.JsonlWriter(path) as log:
+    for step in range(1, 6):
+      log.write({"step": step})
+    log.write({"note": "no step"})
+    log.drop_after("step", 3)  # resumed from the checkpoint of step 3
+    log.write({"step": 4})
+  records = [json.loads(line) for line in path.read_text().splitlines()]
+  assert records == [{"step": 1}, {"step": 2}, {"step": 3}, {"note": "no step"}, {"step": 4}]

@@ -94,6 +94,12 @@ class TrainConfig:
     weight_decay: AdamW decay on weight matrices.
     clip_norm: global gradient norm clip.
     world: the ShapesWorld drawn from.
+    hard_batches: hard-negative batch phases ``((start_step, ((attr, prob), ...)), ...)``: from
+      ``start_step`` on, each batch fixes ``attr`` ("background", "color", "shape" or "size") to one random
+      value with probability ``prob`` (independently per attribute, drawn from the step number). Background and
+      colour are the easiest cues; in a batch where every image shares them the contrastive loss can only be
+      lowered through the others (shape, size, position), which breaks the plateau a plain run sits on once
+      the easy cues are learned. Phases make a reproducible curriculum.
     seed: model init and data stream seed.
     vocab_size: BPE vocabulary bound; tokenizer_corpus: captions the BPE is trained on.
     log_every, save_every: logging / checkpoint periods in steps.
@@ -108,6 +114,7 @@ class TrainConfig:
   weight_decay: float = 0.05
   clip_norm: float = 1.0
   world: sw.WorldConfig = sw.WorldConfig()
+  hard_batches: tuple[tuple[int, tuple[tuple[str, float], ...]], ...] = ()
   seed: int = 0
   vocab_size: int = 1024
   tokenizer_corpus: int = 20_000
@@ -258,8 +265,26 @@ def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[np.nda
   return tok["input_ids"].astype(np.int32), tok["attention_mask"].astype(np.int32)
 
 
+_WORLD_FIELD = {"background": "backgrounds", "color": "colors", "shape": "shapes", "size": "sizes"}
+
+
+def _batch_world(tc: TrainConfig, step: int) -> sw.WorldConfig:
+  """The world of step ``step``'s batch: ``tc.world`` with the attributes of ``tc.hard_batches`` fixed."""
+  phases = [fixes for start, fixes in tc.hard_batches if start <= step]
+  if not phases:
+    return tc.world
+  rng = np.random.default_rng([tc.seed, step])
+  world = tc.world
+  for attr, prob in phases[-1]:
+    if rng.random() < prob:
+      field = _WORLD_FIELD[attr]
+      world = dataclasses.replace(world, **{field: (str(rng.choice(getattr(world, field))),)})
+  return world
+
+
 def _batch(tc: TrainConfig, tokenizer: Any, max_length: int, step: int) -> tuple[np.ndarray, ...]:
-  s = sw.generate(tc.world, tc.batch_size, seed=tc.seed, split="train", start=step * tc.batch_size)
+  world = _batch_world(tc, step)
+  s = sw.generate(world, tc.batch_size, seed=tc.seed, split="train", start=step * tc.batch_size)
   return (s.images, *_tokenize(tokenizer, s.captions, max_length))
 
 
@@ -318,6 +343,7 @@ def train(
     concurrent.futures.ThreadPoolExecutor(1) as pool,
   ):
     state, start = ckpt.restore_or(state)
+    log.drop_after("step", start)  # steps logged after the checkpoint a killed run resumes from
     ahead = pool.submit(_batch, tc, tokenizer, mc.max_length, start)
     t0, seen = time.perf_counter(), 0
     for step in range(start, last):

@@ -1,6 +1,6 @@
 """The tiny CLIP shipped in ``conceptjax/assets/shapesworld_clip``: contrastive training on ShapesWorld.
 
-Launch (reproduces the shipped model; ~60 min on 2 busy shared CPU cores: 850 steps of 64 pairs):
+Launch (reproduces the shipped model: 6,000 steps of 64 pairs, ~55 min at ~1.8 steps/s on 2 CPU cores):
 
   python -m experiments.run --config experiments/configs/shapesworld_clip.py \
     --workdir workdirs/shapesworld_clip
@@ -13,6 +13,11 @@ The run resumes from its last checkpoint when relaunched with the same workdir. 
 of a 1-layer model, ~1 min): ``--config experiments/configs/shapesworld_clip.py:runlocal=True``.
 Headline metrics (printed as the last line, and in metrics.json): zero-shot accuracy per attribute on held-out
 single-object images and image-to-caption recall@1 (see ``conceptjax.models.clip_train.evaluate``).
+
+Shipped model (this config, 1,000 held-out images): zero-shot colour 0.96, background 0.75, shape 0.25
+(chance 0.17); recall@1 image->caption 0.136, caption->image 0.11. Shape is not learned yet: at steps
+1,000 / 2,000 / 6,000 shape was 0.16 / 0.22 / 0.25 (400 images). A plain run (no hard-negative batches,
+850 steps) had learned only the background (0.999; colour 0.25, shape 0.19).
 """
 
 from experiments.configs.common import parse_arg
@@ -23,17 +28,21 @@ def get_config(arg=None):
     arg,
     seed=0,
     runlocal=False,
-    steps=1200,
+    steps=6000,
+    end_step=0,  # > 0: stop the schedule here (annealed by the cooldown), e.g. to fit a time budget.
+    cooldown_steps=600,
     batch_size=64,
-    learning_rate=1e-3,
+    learning_rate=2e-3,
     eval_num=1000,
     stop_at=0,  # > 0: stop (and export) after this step, as if the run were cut there.
   )
   config.task = "shapesworld_clip"
-  # Cosine horizon 1,200 steps, ended at 850 with a linear cooldown over the last 150 (~1 h on 2 busy cores).
-  config.end_step = 850
-  config.cooldown_steps = 150
-  config.warmup_steps = 100
+  config.warmup_steps = 200
+  # Hard-negative batches (clip_train.TrainConfig.hard_batches): half the batches share one background from
+  # the start (colour is then learned by step ~1,000 but shape stays at chance); from step 2,300 background
+  # and colour are each fixed in half the batches, so a quarter of them differ only in shape, size and
+  # position. (The switch step is where the first run was resumed with the second phase added.)
+  config.hard_batches = ((0, (("background", 0.5),)), (2300, (("background", 0.5), ("color", 0.5))))
   config.weight_decay = 0.05
   config.log_every = 25
   config.save_every = 100

@@ -21,6 +21,9 @@ def settings(config) -> tuple[ct.TrainConfig, ct.ModelConfig]:
     warmup_steps=config.warmup_steps,
     weight_decay=config.weight_decay,
     world=sw.WorldConfig(two_object_prob=config.two_object_prob),
+    hard_batches=tuple(
+      (int(start), tuple((a, float(p)) for a, p in fixes)) for start, fixes in config.hard_batches
+    ),
     seed=config.seed,
     vocab_size=config.vocab_size,
     tokenizer_corpus=config.tokenizer_corpus,
