@@ -111,8 +111,66 @@ def _next_candidates(
   return new_idx, new_w, n_support[:, 0] >= k
 
 
+def initial_state(problem: Problem, config: WorkingSetConfig) -> WorkingSetState:
+  """Candidates = the ``K`` concepts most correlated with each embedding (one full product), weights 0."""
+  dictionary, z, lam = problem
+  k = min(config.working_size, dictionary.shape[0])
+  corr = jnp.matmul(z, dictionary.T, precision=HIGHEST)  # [B, c], the gradient at 0 is lam - 2 corr
+  _, idx0 = jax.lax.top_k(corr, k)
+  kkt0 = jnp.max(jnp.maximum(2.0 * corr - lam[:, None], 0.0), axis=-1)
+  return WorkingSetState(
+    indices=idx0.astype(jnp.int32),
+    weights=jnp.zeros(idx0.shape, z.dtype),
+    kkt=kkt0,
+    objective=jnp.sum(z * z, axis=-1),
+    stuck=jnp.zeros(kkt0.shape, bool),
+  )
+
+
+def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfig) -> WorkingSetState:
+  """One outer iteration: solve on the candidates, certify on all concepts (one full product), refill."""
+  dictionary, z, lam = problem
+  inner_tol = max(config.inner_tol * config.tol, 8 * float(jnp.finfo(z.dtype).eps))
+  atoms = dictionary[state.indices]  # [B, K, d]
+  qp = gram_qp(atoms, z, lam, jnp.ones(state.indices.shape, bool))
+  w, _ = solve_gram_qp(qp, state.weights, tol=inner_tol, max_iter=config.inner_max_iter)
+  residual = jnp.einsum("bk,bkd->bd", w, atoms, precision=HIGHEST) - z
+  g = full_gradient(problem, residual)  # [B, c]
+  g_slots = jnp.take_along_axis(g, state.indices, axis=-1)
+  off = jnp.max(jnp.maximum(-g, 0.0), axis=-1)
+  on = jnp.max(jnp.where(w > 0, jnp.abs(g_slots), 0.0), axis=-1)
+  kkt = jnp.maximum(off, on)
+  objective = objective_from_residual(problem, residual, jnp.sum(w, axis=-1))
+  new_idx, new_w, full = _next_candidates(state.indices, w, g)
+  return WorkingSetState(new_idx, new_w, kkt, objective, full & (kkt > config.tol))
+
+
+def stopped(state: WorkingSetState, tol: float) -> jax.Array:
+  """[B] bool: converged, or stuck (support fills all K slots while violators remain: cannot progress)."""
+  return (state.kkt <= tol) | state.stuck
+
+
+def state_result(
+  problem: Problem, state: WorkingSetState, iterations: jax.Array, config: WorkingSetConfig
+) -> NonnegLassoResult:
+  """The result of a final state (``iterations``: [B] outer iterations run per row)."""
+  return sparse_result(
+    problem,
+    state.indices,
+    state.weights,
+    kkt_violation=state.kkt,
+    converged=state.kkt <= config.tol,
+    iterations=iterations,
+    width=min(config.max_active, config.working_size, problem.dictionary.shape[0]),
+    objective=state.objective,
+  )
+
+
 def working_set(problem: Problem, config: WorkingSetConfig = WorkingSetConfig()) -> NonnegLassoResult:
   """Batched non-negative lasso by working sets (module docstring). Pure and jit-able (config static).
+
+  ``nonneg_lasso`` runs the same iteration from the host instead (``initial_state``, ``outer_step``) so
+  that later iterations run on the unconverged rows only; this is the all-in-one-jit form.
 
   Args:
     problem: dictionary [c, d], embeddings [B, d], l1_penalty [B].
@@ -122,49 +180,15 @@ def working_set(problem: Problem, config: WorkingSetConfig = WorkingSetConfig())
     NonnegLassoResult with width ``min(config.max_active, K)``; ``iterations`` counts outer iterations
     (each one full product); ``converged`` is ``kkt_violation <= tol``.
   """
-  dictionary, z, lam = problem
-  c = dictionary.shape[0]
-  k = min(config.working_size, c)
-  dtype = z.dtype
-  inner_tol = max(config.inner_tol * config.tol, 8 * float(jnp.finfo(dtype).eps))
-
-  corr = jnp.matmul(z, dictionary.T, precision=HIGHEST)  # [B, c], the gradient at 0 is lam - 2 corr
-  _, idx0 = jax.lax.top_k(corr, k)
-  kkt0 = jnp.max(jnp.maximum(2.0 * corr - lam[:, None], 0.0), axis=-1)
-  init = WorkingSetState(
-    indices=idx0.astype(jnp.int32),
-    weights=jnp.zeros(idx0.shape, dtype),
-    kkt=kkt0,
-    objective=jnp.sum(z * z, axis=-1),
-    stuck=jnp.zeros(kkt0.shape, bool),
-  )
-  valid = jnp.ones(idx0.shape, bool)
-
-  def step(state: WorkingSetState, _) -> WorkingSetState:
-    atoms = dictionary[state.indices]  # [B, K, d]
-    qp = gram_qp(atoms, z, lam, valid)
-    w, _ = solve_gram_qp(qp, state.weights, tol=inner_tol, max_iter=config.inner_max_iter)
-    residual = jnp.einsum("bk,bkd->bd", w, atoms, precision=HIGHEST) - z
-    g = full_gradient(problem, residual)  # [B, c]
-    g_slots = jnp.take_along_axis(g, state.indices, axis=-1)
-    off = jnp.max(jnp.maximum(-g, 0.0), axis=-1)
-    on = jnp.max(jnp.where(w > 0, jnp.abs(g_slots), 0.0), axis=-1)
-    kkt = jnp.maximum(off, on)
-    objective = objective_from_residual(problem, residual, jnp.sum(w, axis=-1))
-    new_idx, new_w, full = _next_candidates(state.indices, w, g)
-    return WorkingSetState(new_idx, new_w, kkt, objective, full & (kkt > config.tol))
 
   def error(state: WorkingSetState) -> jax.Array:
     return jnp.where(state.stuck, 0.0, state.kkt)  # a stuck row cannot progress: stop it
 
-  state, info = fixed_point_loop(step, init, error, tol=config.tol, max_iter=config.max_iter)
-  return sparse_result(
-    problem,
-    state.indices,
-    state.weights,
-    kkt_violation=state.kkt,
-    converged=state.kkt <= config.tol,
-    iterations=info.iterations,
-    width=min(config.max_active, k),
-    objective=state.objective,
+  state, info = fixed_point_loop(
+    lambda s, _: outer_step(problem, s, config),
+    initial_state(problem, config),
+    error,
+    tol=config.tol,
+    max_iter=config.max_iter,
   )
+  return state_result(problem, state, info.iterations, config)
