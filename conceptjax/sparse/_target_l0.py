@@ -3,8 +3,8 @@
 The number of active concepts of the non-negative lasso grows as the penalty falls (not always by one).
 Per row, a bisection on ``log(lam)`` over ``[lam_max * ratio, lam_max]`` (``lam_max = 2 max_j (z C^T)_j``:
 above it the solution is 0) solves the lasso at the midpoint and moves toward ``k``; the solution whose
-``l0`` is closest to ``k`` so far is kept. A row stops when ``l0 == k`` exactly. The chosen penalty is
-reported in ``NonnegLassoResult.l1_penalty``.
+``l0`` is closest to ``k`` so far is kept. A row stops once ``|l0 - k| <= slack`` (default 1). The chosen
+penalty is reported in ``NonnegLassoResult.l1_penalty``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class TargetL0Config:
     solver_config: its static config.
     max_iter: bisection steps (each one full lasso solve of the batch).
     lam_ratio: lower end of the bracket as a fraction of ``lam_max``.
+    slack: a row stops once ``|l0 - k| <= slack`` (0: search for exactly ``k`` until ``max_iter``; each
+      further step costs a full solve of the batch).
   """
 
   n_atoms: int
@@ -37,6 +39,7 @@ class TargetL0Config:
   solver_config: Any
   max_iter: int = 30
   lam_ratio: float = 1e-4
+  slack: int = 1
 
 
 class _Bisection(NamedTuple):
@@ -90,11 +93,15 @@ def target_l0(problem: Problem, config: TargetL0Config) -> NonnegLassoResult:
   lo, hi = bisect(lo0, hi0, mid0, first)
   init = _Bisection(lo, hi, first, jnp.abs(first.l0 - k))
   state, info = fixed_point_loop(
-    step, init, lambda s: s.distance.astype(corr.dtype), tol=0.5, max_iter=max(config.max_iter - 1, 1)
+    step,
+    init,
+    lambda s: s.distance.astype(corr.dtype),
+    tol=config.slack + 0.5,
+    max_iter=max(config.max_iter - 1, 1),
   )
   best = state.best
   return best._replace(
-    converged=best.converged & (state.distance <= 1),
+    converged=best.converged & (state.distance <= max(config.slack, 1)),
     iterations=info.iterations + 1,
     num_concepts=problem.dictionary.shape[0],
   )
