@@ -58,12 +58,17 @@ class Standardizer(NamedTuple):
 
 
 def fit_standardizer(x: jax.Array, weights: jax.Array | None = None) -> Standardizer:
-  """Weighted per-dimension mean and standard deviation of patches. x: [N, D]; weights: [N] or None."""
+  """Weighted per-dimension mean and standard deviation of patches. x: [N, D]; weights: [N] or None.
+
+  The scale is floored at 1% of the root-mean-square scale: a dead (constant) unit, common after a ReLU,
+  would otherwise be amplified ~1e6 times when detectors are converted back to raw space (``to_raw``),
+  swamping the live units in float32.
+  """
   w = jnp.ones(x.shape[0], x.dtype) if weights is None else weights
   w = w / jnp.sum(w)
   mean = w @ x
   var = w @ (x - mean) ** 2
-  return Standardizer(mean=mean, scale=jnp.sqrt(var) + 1e-6 * jnp.sqrt(jnp.mean(var)) + 1e-12)
+  return Standardizer(mean=mean, scale=jnp.maximum(jnp.sqrt(var), 1e-2 * jnp.sqrt(jnp.mean(var))) + 1e-12)
 
 
 def logits(det: Detectors, x: jax.Array) -> jax.Array:

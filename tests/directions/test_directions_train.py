@@ -127,3 +127,18 @@ def test_offsets_only_stage_keeps_directions_and_moves_offsets():
   out, _ = dr.train_stage(params, xs, ws, std, jax.random.key(0), None, stage=st)
   np.testing.assert_array_equal(np.asarray(out.detectors.direction), np.asarray(init.direction))
   assert not np.allclose(np.asarray(out.detectors.offset), np.asarray(init.offset))
+
+
+def test_dead_unit_does_not_break_the_raw_space_conversion():
+  # a constant unit (a dead ReLU) must not dominate the raw-space direction (float32 cancellation)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(500, 6)).astype(np.float32)
+  x[:, 3] = 2.0
+  std = dr.fit_standardizer(jnp.asarray(x))
+  det = dr.warm_start("orthogonal", jax.random.key(0), x, 3, std=std)
+  raw = dr.to_raw(det, std)
+  np.testing.assert_allclose(
+    np.asarray(dr.activations(raw, jnp.asarray(x))),
+    np.asarray(dr.activations(det, std(jnp.asarray(x)))),
+    atol=1e-4,
+  )
