@@ -24,11 +24,17 @@ fills 0.5), and the classifier is retrained. Worst-group accuracy is over the 14
 of the balanced test split; ``mean_acc_*`` is on the in-distribution (correlated) test split and
 ``mean_acc_balanced_*`` on the balanced one.
 
-Launch (about N min on 2 loaded cores)::
+Launch::
 
   python -m experiments.run --config experiments/configs/texplain_shapesworld.py --workdir workdirs/tx_sw
 
-CI (seconds): ``--config experiments/configs/texplain_shapesworld.py:runlocal=True``.
+Runtime: more than 50 min wall on 2 shared cores at load average 10-20 (not measured on a quiet machine);
+the two translator trainings (1500 steps each) dominate. They checkpoint, so a rerun with the same
+``--workdir`` resumes them; such a rerun (classifiers, sampling and evaluation only) took 355 s wall.
+Measured (seed 0): spurious_freq 0.479 correlated vs 0.109 clean (4.4x), images saying water 42/158 vs 0/200,
+Fisher p = 3.6e-17; worst group 0.00 -> 0.96, mean accuracy (in-distribution test) 0.964 -> 0.986.
+
+CI (about 50 s of CPU, a slow test): ``--config experiments/configs/texplain_shapesworld.py:runlocal=True``.
 """
 
 from experiments.configs.common import parse_arg

@@ -136,7 +136,7 @@ def explain(config, lm, params, translator_set, test, key, workdir, name):
 
   Returns:
     (hits [n, S] bool: sentence names a spurious word, backgrounds [n] of the explained images, WordStats,
-    final translator loss).
+    final translator loss or None when the translator was restored finished from its checkpoint).
   """
   _, f_train = predict(config, params, images(translator_set))
   mean, std = f_train.mean(0), f_train.std(0) + 1e-6
@@ -191,7 +191,8 @@ def explain(config, lm, params, translator_set, test, key, workdir, name):
   hits = np.zeros((len(rows), config.num_sentences), bool)
   for w in config.spurious_words:
     hits |= texplain.presence(sentences, w)
-  return hits, test.background[rows], stats, history[-1]["loss"]
+  loss = history[-1]["loss"] if history else None  # None: restored finished from a checkpoint
+  return hits, test.background[rows], stats, loss
 
 
 def spurious_test(hits_c: np.ndarray, hits_u: np.ndarray) -> dict:
