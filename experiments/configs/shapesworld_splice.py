@@ -7,14 +7,15 @@ correlation and the worst-group accuracy of a linear probe before and after remo
 Writes an HTML report into ``report_dir`` (default ``WORKDIR/report/index.html``) and metrics.json. See
 ``experiments/tasks/shapesworld_splice.py`` for the protocol.
 
-Launch (a few minutes on 2 CPU cores; ~6,400 images embedded, 10 penalties on 1,024 images):
+Launch (about 4-5 min on 2 shared CPU cores; ~6,200 images embedded, 10 penalties on 1,024 images):
 
   python -m experiments.run --config experiments/configs/shapesworld_splice.py:seed=0 --workdir workdirs/main
   conceptjax main --seed 0                                 # the same, from the repository root
 
 Options (``:key=value,...``): ``seed``, ``clip=DIR`` (another save_pretrained CLIP), ``l1_penalty``,
 ``correlation``, ``num_distractors`` (first N of the shipped list; 0 = all), ``distractors=FILE``,
-``report_dir=DIR``. CI (seconds): ``:runlocal=True`` (64 images per set, 2 penalties, 50 permutations).
+``report_dir=DIR``, ``solver_devices`` (devices for the solver, 0 = all). CI (about a minute):
+``:runlocal=True`` (64 images per set, 2 penalties, 50 permutations).
 Headline metrics: zeroshot_shape/color/background (dense), precision_at_3, recall, mean_l0,
 worst_group_before/after (probe on recomposed embeddings, background concepts removed after), seconds.
 """
@@ -33,6 +34,7 @@ def get_config(arg=None):
     num_distractors=0,
     distractors="",
     report_dir="",
+    solver_devices=0,
   )
   local = config.runlocal
   config.task = "shapesworld_splice"

@@ -184,12 +184,12 @@ class Codes(NamedTuple):
   l0: np.ndarray  # [N]
 
 
-def decompose(dictionary, mean, embeddings, l1_penalty: float, chunk: int) -> Codes:
+def decompose(dictionary, mean, embeddings, l1_penalty: float, chunk: int, mesh=None) -> Codes:
   """``splice.decompose`` in fixed-size chunks (the last one padded), so every call shares one compile."""
   parts = []
   for start in range(0, embeddings.shape[0], chunk):
     rows, n = parallel.pad_to_multiple(embeddings[start : start + chunk], chunk)
-    res = splice.decompose(dictionary, mean, rows, l1_penalty)
+    res = splice.decompose(dictionary, mean, rows, l1_penalty, mesh=mesh)
     parts.append((np.asarray(res.indices)[:n], np.asarray(res.values)[:n], np.asarray(res.l0)[:n]))
   return Codes(*(np.concatenate(p) for p in zip(*parts, strict=True)))
 
@@ -251,6 +251,9 @@ def run(config, workdir) -> dict:
   concepts, meaning = vocabulary(config)
   c = len(concepts)
   chunk, seed = config.chunk, config.seed
+  # Devices for the solver (0 = all). Tests use 1: with 8 fake CPU devices the working-set compile at these
+  # shapes (c=248, d=64, 64 rows) hung in XLA on the shared machine (see the session report).
+  solver_mesh = parallel.data_mesh(jax.devices()[: config.solver_devices]) if config.solver_devices else None
   # Concepts and zero-shot prompts in one call (one compile of the text encoder).
   prompt_texts = [p for a in ATTRS for p in sw.zeroshot_prompts(a)]
   texts = model.encode_texts(concepts + prompt_texts, batch_size=64)
@@ -278,7 +281,7 @@ def run(config, workdir) -> dict:
   rows = []
   main = None
   for pen in sweep:
-    codes = decompose(dictionary, mean, emb, pen, chunk)
+    codes = decompose(dictionary, mean, emb, pen, chunk, solver_mesh)
     z_hat = recompose(dictionary, mean, codes)
     rec = concept_recovery(codes.indices, codes.values, meaning, truths, k=3)
     row = {
@@ -297,7 +300,7 @@ def run(config, workdir) -> dict:
 
   # Per-image decompositions (default world, one or two objects).
   grid = sw.generate(world, config.num_grid, seed=seed, split="validation")
-  grid_codes = decompose(dictionary, mean, encode_images(model, grid.images, chunk), lam, chunk)
+  grid_codes = decompose(dictionary, mean, encode_images(model, grid.images, chunk), lam, chunk, solver_mesh)
 
   # Correlated split and a group-balanced test split.
   corr_world = sw.waterbirds_like(p=config.correlation, image_size=config.image_size, max_objects=1)
@@ -307,9 +310,9 @@ def run(config, workdir) -> dict:
   star = sw.ATTRIBUTES["shape"].index("star")
   y_corr, y_bal = (corr.label == star).astype(np.int32), (bal.label == star).astype(np.int32)
   corr_emb = encode_images(model, corr.images, chunk)
-  corr_codes = decompose(dictionary, mean, corr_emb, lam, chunk)
+  corr_codes = decompose(dictionary, mean, corr_emb, lam, chunk, solver_mesh)
   bal_emb = encode_images(model, bal.images, chunk)
-  bal_codes = decompose(dictionary, mean, bal_emb, lam, chunk)
+  bal_codes = decompose(dictionary, mean, bal_emb, lam, chunk, solver_mesh)
   key = jax.random.key(seed)
   sep = splice.class_separation(
     key, corr_codes.indices, corr_codes.values, y_corr, 2, c, num_permutations=config.permutations
