@@ -289,9 +289,17 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--recon", choices=ceir._vae.RECON_LOSSES, default="bce", help="JAX loss (torch: bce)")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
   parser.add_argument("--skip-projection", action="store_true")
+  parser.add_argument(
+    "--n",
+    type=int,
+    default=None,
+    help="rows per epoch (default from preset; fewer = a shorter epoch, same steps)",
+  )
   parser.add_argument("--name", default=None, help="result file stem (default ceir_vae[_PRESET])")
   args = parser.parse_args(argv)
   preset = dict(PRESETS[args.preset])
+  if args.n:
+    preset["n"] = args.n
   repeats = args.repeats or preset["repeats"]
   sizes = [s for s in preset["sizes"] if args.sizes is None or s[0] in args.sizes]
   stem = args.name or ("ceir_vae" if args.preset == "authors" else f"ceir_vae_{args.preset}")
