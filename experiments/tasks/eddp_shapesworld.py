@@ -189,10 +189,13 @@ def run(config, workdir) -> dict:
 
   k = config.num_detectors
   pca_rows = dissect(masks, threshold_dirs(baselines.pca(flat, k)), names)
-  cent = baselines.kmeans_centroids(flat, k, seed=config.seed)
+  # Spherical k-means has no direction for an all-zero (dead ReLU) patch: fit on the others, and leave
+  # zero patches out of every cluster.
+  alive = np.linalg.norm(flat, axis=1) > 0
+  cent = baselines.kmeans_centroids(flat[alive], k, seed=config.seed)
   unit = flat / (np.linalg.norm(flat, axis=1, keepdims=True) + 1e-12)
   assign = np.argmax(unit @ (cent / np.linalg.norm(cent, axis=1, keepdims=True)).T, axis=1)
-  km_rows = dissect(masks, assign[:, None] == np.arange(k)[None, :], names)
+  km_rows = dissect(masks, alive[:, None] & (assign[:, None] == np.arange(k)[None, :]), names)
 
   metrics = {
     "classifier_accuracy": accuracy,
