@@ -22,6 +22,16 @@ WORLDS = {
 }
 
 
+def _worlds(name: str) -> list[sw.WorldConfig]:
+  """The worlds the training batches cycle through ("easy+single": alternate easy and single batches)."""
+  parts = name.split("+")
+  bad = [p for p in parts if p not in WORLDS]
+  check(
+    not bad, f"unknown world {name!r}; known: {sorted(WORLDS)} or two joined by '+' (alternating batches)"
+  )
+  return [WORLDS[p] for p in parts]
+
+
 def _tower(config):
   import transformers
 
@@ -38,8 +48,8 @@ def _tower(config):
 
 
 def run(config, workdir) -> dict:
-  check(config.world in WORLDS, f"unknown world {config.world!r}; known: {sorted(WORLDS)}")
-  world = WORLDS[config.world]
+  worlds = _worlds(config.world)
+  world = worlds[-1]  # held-out images: single objects of the last (hardest) world
   tower = _tower(config)
   num_classes = len(sw.ATTRIBUTES["shape"])
   params = {

@@ -22,6 +22,6 @@ def test_probe_sees_shape_learned_on_the_easy_world(tmp_path):
 def test_unknown_world_is_one_clear_error(tmp_path):
   from conceptjax.errors import InputError
 
-  config = cfg_lib.get_config("world='ocean',runlocal=True")
-  with pytest.raises(InputError, match="unknown world 'ocean'"):
+  config = cfg_lib.get_config("world='easy+ocean',runlocal=True")
+  with pytest.raises(InputError, match="unknown world 'easy\\+ocean'"):
     runner.run(config, tmp_path)
