@@ -97,11 +97,19 @@ class JsonlWriter:
   def drop_after(self, key: str, last: int) -> None:
     """Drops the records whose ``key`` exceeds ``last`` (a run resumed from step ``last`` logs them again).
 
-    The file is rewritten atomically; records without ``key`` are kept.
+    The file is rewritten atomically; records without ``key`` are kept, and a line that is not JSON (the
+    half-written last line of a killed run) is dropped.
     """
     self._f.close()
     lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = [line for line in lines if json.loads(line).get(key, last) <= last]
+
+    def kept(line: str) -> bool:
+      try:
+        return json.loads(line).get(key, last) <= last
+      except json.JSONDecodeError:
+        return False
+
+    keep = [line for line in lines if kept(line)]
     if len(keep) != len(lines):
       with atomic_open(self.path, "w") as f:
         f.writelines(keep)

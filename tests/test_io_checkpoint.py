@@ -72,3 +72,12 @@ def test_jsonl_drop_after_keeps_earlier_records_once(tmp_path):
     log.write({"step": 4})
   records = [json.loads(line) for line in path.read_text().splitlines()]
   assert records == [{"step": 1}, {"step": 2}, {"step": 3}, {"note": "no step"}, {"step": 4}]
+
+
+def test_jsonl_drop_after_drops_a_half_written_last_line(tmp_path):
+  path = tmp_path / "m.jsonl"
+  path.write_text('{"step": 1}\n{"step": 2}\n{"st')  # killed in the middle of a write
+  with io.JsonlWriter(path) as log:
+    log.drop_after("step", 2)
+    log.write({"step": 3})
+  assert [json.loads(line) for line in path.read_text().splitlines()] == [{"step": s} for s in (1, 2, 3)]

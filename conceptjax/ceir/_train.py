@@ -193,6 +193,7 @@ def fit_vae(
     start = 0
     if ckpt is not None:
       state, start = ckpt.restore_or(state)
+      writer.drop_after("epoch", start)  # epochs logged after the checkpoint a killed run resumes from
     for epoch in range(start, train_config.epochs):
       t0 = time.perf_counter()
       idx = jax.device_put(epoch_indices(shuffle_key, epoch, n, bs), idx_sharding)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 RECON_LOSSES = ("mse", "bce")
-DECODER_OUTPUTS = ("sigmoid", "linear")
+DECODER_OUTPUTS = ("auto", "sigmoid", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,10 @@ class VAEConfig:
     recon: "mse" (default; the paper's L2) or "bce" (the authors' code: summed BCE with torch's log clamp at
       -100, applied to z-scored targets that leave [0, 1]).
     kl_weight: weight of the KL term (authors: 1).
-    decoder_output: "sigmoid" (the authors' decoder) or "linear" (no final activation; only with "mse").
+    decoder_output: "sigmoid" (the authors' decoder), "linear" (no final activation; only with "mse") or
+      "auto" (default): sigmoid for "bce", linear for "mse". MSE against z-scored scores needs the linear
+      output: a sigmoid cannot reach the negative half of the targets (its best MSE is ~0.58 per concept
+      for standard-normal targets).
     bn_momentum: BatchNorm running-average decay (torch momentum 0.1 == 0.9 here).
   """
 
@@ -38,7 +41,7 @@ class VAEConfig:
   latent: int = 128
   recon: str = "mse"
   kl_weight: float = 1.0
-  decoder_output: str = "sigmoid"
+  decoder_output: str = "auto"
   bn_momentum: float = 0.9
 
   def __post_init__(self):
@@ -50,13 +53,18 @@ class VAEConfig:
       f"VAEConfig.decoder_output must be one of {DECODER_OUTPUTS}, got {self.decoder_output!r}",
     )
     check(
-      not (self.recon == "bce" and self.decoder_output != "sigmoid"),
-      "VAEConfig: recon='bce' needs decoder_output='sigmoid'",
+      not (self.recon == "bce" and self.decoder_output == "linear"),
+      "VAEConfig: recon='bce' needs decoder_output='sigmoid' (or 'auto')",
     )
     check(
       self.hidden > 0 and self.latent > 0, f"VAEConfig: bad sizes hidden={self.hidden} latent={self.latent}"
     )
     check(self.kl_weight >= 0, f"VAEConfig.kl_weight must be >= 0, got {self.kl_weight}")
+
+  @property
+  def sigmoid_output(self) -> bool:
+    """Whether the decoder ends with a sigmoid (``decoder_output`` with "auto" resolved)."""
+    return self.decoder_output == "sigmoid" or (self.decoder_output == "auto" and self.recon == "bce")
 
 
 class _Block(nn.Module):
@@ -80,7 +88,8 @@ class _Block(nn.Module):
 class VAE(nn.Module):
   """Concept VAE. ``__call__(x, key, train) -> (decoder logits [B, c], mean [B, k], logvar [B, k])``.
 
-  With ``decoder_output="sigmoid"`` the reconstruction is ``sigmoid(logits)`` (see ``reconstruction``).
+  With a sigmoid output (``VAEConfig.sigmoid_output``) the reconstruction is ``sigmoid(logits)`` (see
+  ``reconstruction``).
   """
 
   input_dim: int
@@ -111,7 +120,7 @@ class VAE(nn.Module):
 
 def reconstruction(logits: jax.Array, config: VAEConfig) -> jax.Array:
   """Decoder output from its logits: sigmoid or identity."""
-  return jax.nn.sigmoid(logits) if config.decoder_output == "sigmoid" else logits
+  return jax.nn.sigmoid(logits) if config.sigmoid_output else logits
 
 
 @jax.custom_vjp

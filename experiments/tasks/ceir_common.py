@@ -178,7 +178,7 @@ def add_common(config) -> None:
     hidden=256,
     latent=128,
     recon="mse",
-    decoder_output="sigmoid",
+    decoder_output="auto",  # sigmoid for "bce", linear for "mse" (z-scored targets; VAEConfig)
     kl_weight=1.0,
     batch_size=256,
     learning_rate=5e-5,

@@ -2,6 +2,7 @@
 planted clusters end to end, and label-free IG completeness on the trained encoder."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -35,14 +36,17 @@ def test_clamped_bce_matches_torch_formula_value_and_gradient():
   np.testing.assert_allclose(grad, (pn - yn) / np.maximum(pn * (1 - pn), 1e-12), rtol=1e-4)
 
 
-@pytest.mark.parametrize("recon", ["mse", "bce"])
-def test_loss_terms_match_closed_forms(recon):
+@pytest.mark.parametrize(
+  "recon, decoder_output, sigmoid", [("mse", "auto", False), ("mse", "sigmoid", True), ("bce", "auto", True)]
+)
+def test_loss_terms_match_closed_forms(recon, decoder_output, sigmoid):
   rng = np.random.default_rng(1)
   logits, x = rng.normal(size=(5, 6)), rng.normal(size=(5, 6))
   mean, logvar = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) * 0.3
-  cfg = ceir.VAEConfig(recon=recon, kl_weight=0.7)
+  cfg = ceir.VAEConfig(recon=recon, decoder_output=decoder_output, kl_weight=0.7)
+  assert cfg.sigmoid_output == sigmoid  # "auto": linear output for MSE on z-scored targets, sigmoid for BCE
   loss, terms = ceir.vae_loss_terms(logits, mean, logvar, x, cfg)
-  p = 1 / (1 + np.exp(-logits))
+  p = 1 / (1 + np.exp(-logits)) if sigmoid else logits
   want_recon = (
     ((p - x) ** 2).sum(1) if recon == "mse" else (-(x * np.log(p) + (1 - x) * np.log(1 - p))).sum(1)
   )
@@ -56,6 +60,8 @@ def test_loss_terms_match_closed_forms(recon):
 def test_bad_config_is_one_clear_error():
   with pytest.raises(ValueError, match="recon must be one of"):
     ceir.VAEConfig(recon="l1")
+  with pytest.raises(ValueError, match="recon='bce' needs decoder_output='sigmoid'"):
+    ceir.VAEConfig(recon="bce", decoder_output="linear")
   with pytest.raises(ValueError, match="batch_size 30 is not a multiple of the device count 8"):
     ceir.fit_vae(jax.random.key(0), _tiny_data(), TINY, ceir.TrainConfig(batch_size=30, epochs=1))
 
@@ -65,6 +71,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
   full, full_log = ceir.fit_vae(key, data, TINY, TINY_TRAIN)
   half = ceir.TrainConfig(batch_size=32, learning_rate=1e-3, epochs=2)
   _, first = ceir.fit_vae(key, data, TINY, half, workdir=tmp_path, save_every=2)
+  # A killed run: epoch 3 was logged, but its checkpoint (every 2 epochs) was never written.
+  with (tmp_path / "vae_log.jsonl").open("a") as f:
+    f.write(json.dumps({"epoch": 3, "loss": -1.0}) + "\n")
   resumed, second = ceir.fit_vae(key, data, TINY, TINY_TRAIN, workdir=tmp_path, save_every=2)
   assert [r["epoch"] for r in first] == [1, 2] and [r["epoch"] for r in second] == [3, 4]
   assert int(resumed.epoch) == 4
@@ -72,8 +81,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     (resumed.params, resumed.batch_stats), (full.params, full.batch_stats), rtol=1e-6, atol=1e-7
   )
   assert [r["loss"] for r in first + second] == pytest.approx([r["loss"] for r in full_log], rel=1e-6)
-  logged = (tmp_path / "vae_log.jsonl").read_text().splitlines()
-  assert len(logged) == 4
+  logged = [json.loads(line) for line in (tmp_path / "vae_log.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in logged] == [1, 2, 3, 4]  # epoch 3 once, from the resumed run
+  assert logged[2]["loss"] == pytest.approx(full_log[2]["loss"], rel=1e-6)
 
 
 def test_sharded_equals_single_device_and_no_recompile():
