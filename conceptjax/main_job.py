@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
 
   arg = f"seed={args.seed},runlocal={args.runlocal}" + (f",clip={args.clip}" if args.clip else "")
   config = runner.load_config(f"{root / CONFIG}:{arg}")
-  metrics = runner.run(config, args.workdir)
+  metrics = runner.run(config, args.workdir, fresh=True)
   print(f"report: {metrics['report']}", flush=True)
   print(json.dumps(metrics), flush=True)
   return 0

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,9 +35,34 @@ def load_config(spec: str):
   return module.get_config(arg)
 
 
-def run(config, workdir: str | Path) -> dict:
-  """Runs ``config`` in ``workdir`` and returns its metrics (also written to ``workdir/metrics.json``)."""
+# Config keys that may change between a run and its resumption (they do not change what is checkpointed).
+RESUMABLE_KEYS = frozenset({"stop_at"})
+
+
+def _check_same_config(config, workdir: Path) -> None:
+  """Refuses to resume a workdir written by another config (its checkpoints would be silently reused)."""
+  path = workdir / "config.json"
+  if not path.is_file():
+    return
+  old, new = json.loads(path.read_text()), json.loads(config.to_json())
+  changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+  if changed:
+    diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+    raise InputError(
+      f"workdir {workdir} holds a run of another config ({diff}); its checkpoints would be reused: "
+      "pass another --workdir or delete it"
+    )
+
+
+def run(config, workdir: str | Path, *, fresh: bool = False) -> dict:
+  """Runs ``config`` in ``workdir`` and returns its metrics (also written to ``workdir/metrics.json``).
+
+  A workdir resumes the run it holds (tasks checkpoint into it), so it must hold a run of the same config
+  (``InputError`` otherwise). ``fresh=True``: the task starts over whatever the workdir holds.
+  """
   workdir = Path(workdir)
+  if not fresh:
+    _check_same_config(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   io.write_text(workdir / "config.json", config.to_json(indent=2))
   task = importlib.import_module(f"experiments.tasks.{config.task}")
@@ -48,14 +74,24 @@ def run(config, workdir: str | Path) -> dict:
   return metrics
 
 
+def default_workdir(spec: str) -> Path:
+  """``workdirs/NAME`` for ``NAME.py``; ``workdirs/NAME-seed=1-runlocal=True`` for
+  ``NAME.py:seed=1,runlocal=True`` (each argument set has its own workdir: seeds never resume each other)."""
+  path, _, arg = spec.partition(":")
+  name = "-".join([Path(path).stem, *filter(None, (a.strip() for a in arg.split(",")))])
+  return Path("workdirs") / re.sub(r"[^A-Za-z0-9=._+-]", "_", name)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", required=True, help="experiments/configs/NAME.py[:key=value,...]")
-  parser.add_argument("--workdir", default=None, help="output folder (default: workdirs/<config name>)")
+  parser.add_argument(
+    "--workdir", default=None, help="output folder (default: workdirs/<config name>[-<arguments>])"
+  )
   args = parser.parse_args(argv)
   try:
     config = load_config(args.config)
-    workdir = args.workdir or Path("workdirs") / Path(args.config.partition(":")[0]).stem
+    workdir = args.workdir or default_workdir(args.config)
     metrics = run(config, workdir)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -238,8 +238,6 @@ def _decompose(args: argparse.Namespace) -> int:
     d == model.dim, f"embeddings in {input_dir} have width {d} but model {args.model} embeds into {model.dim}"
   )
   dictionary, mean = _dictionary_and_mean(args, model, str(input_dir))
-  io.write_text(out / CONCEPTS_FILE, "".join(f"{c}\n" for c in dictionary.concepts))
-  _dictionary.save_mean(out / MEAN_FILE, mean, model=model.name)
   meta = {
     "model": model.name,
     "input": str(input_dir.resolve()),
@@ -251,7 +249,10 @@ def _decompose(args: argparse.Namespace) -> int:
     "tol": args.tol,
     "class_names": inp.meta.get("class_names"),
   }
+  # Open (and so validate) the store before writing anything: a folder of another job is refused untouched.
   codes = store.Store.open(out, num_rows=inp.num_rows, chunk_rows=inp.chunk_rows, meta=meta)
+  io.write_text(out / CONCEPTS_FILE, "".join(f"{c}\n" for c in dictionary.concepts))
+  _dictionary.save_mean(out / MEAN_FILE, mean, model=model.name)
   starts = {int(c["start"]): c["file"] for c in inp.manifest["chunks"]}
 
   def produce(start: int, stop: int) -> dict[str, np.ndarray]:

@@ -134,16 +134,26 @@ def cached_dictionary(
 ) -> ConceptDictionary:
   """The dictionary of ``concepts`` under ``model``, from the cache or built and cached.
 
-  The cache key is the model name and the exact concept list; a cached file whose width differs from the
-  model's (a model directory overwritten by another model) is an InputError naming the file.
+  The cache key is the model (its name and, for a local directory, the size and modification time of its
+  weight and config files, so a model retrained into the same directory gets a new entry) and the exact
+  concept list; a cached file whose width differs from the model's is an InputError naming the file.
   """
   cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
-  path = Path(cache_dir) / f"dictionary-{fingerprint(model.name, *concepts)}.npz"
+  path = Path(cache_dir) / f"dictionary-{fingerprint(*_model_key(model), *concepts)}.npz"
   if path.is_file():
     return load_dictionary(path, dim=model.dim)
   dictionary = build_dictionary(model, concepts)
   save_dictionary(path, dictionary)
   return dictionary
+
+
+def _model_key(model: Any) -> tuple[str, ...]:
+  """The model's name, plus its files' sizes and modification times when the name is a local directory."""
+  path = Path(model.name)
+  if not path.is_dir():
+    return (model.name,)
+  files = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".msgpack", ".json"))
+  return (model.name, *(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files))
 
 
 def check_finite(x: np.ndarray, what: str) -> None:

@@ -32,11 +32,15 @@ def test_shipped_model_loads_and_reads_colours(shipped_metrics):
 
 # The shipped checkpoint (6,000 steps of 64 pairs with hard-negative batches, see
 # experiments/configs/shapesworld_clip.py) reads colour (0.96 on 1,000 held-out images) but not yet shape
-# (0.25, chance 0.17) and background only partly (0.75). Strict=False keeps this visible (XFAIL) until a
-# longer run replaces the checkpoint.
-@pytest.mark.xfail(
-  reason="shipped tiny CLIP under-trained: shape/background zero-shot below 0.90", strict=False
-)
+# (0.25, chance 0.17) and background only partly (0.75). The floor stays a strict xfail (a checkpoint
+# that meets it turns this into a failure that asks for the mark to go); the regression floors below hold
+# the shipped checkpoint to what it measured on these 300 images (shape 0.227, background 0.75).
+@pytest.mark.xfail(reason="shipped tiny CLIP does not encode shape; background zero-shot 0.75", strict=True)
 @pytest.mark.parametrize("attr", ["shape", "background"])
 def test_shipped_model_meets_zero_shot_floor(shipped_metrics, attr):
   assert shipped_metrics[f"zeroshot_{attr}"] >= FLOOR, shipped_metrics
+
+
+@pytest.mark.parametrize("attr, floor", [("shape", 0.2), ("background", 0.7)])
+def test_shipped_model_regression_floor(shipped_metrics, attr, floor):
+  assert shipped_metrics[f"zeroshot_{attr}"] >= floor, shipped_metrics

@@ -89,6 +89,25 @@ def test_decompose_outputs(pipeline):
   assert len(list((pipeline / "cache").glob("dictionary-*.npz"))) == 1
 
 
+def test_decompose_into_another_jobs_folder_is_refused_untouched(pipeline, tiny_clip_dir, tmp_path, capsys):
+  vocab = tmp_path / "other_vocab.txt"
+  vocab.write_text("red\nblue\ngreen\n")
+  before = {f: (pipeline / "codes" / f).read_bytes() for f in ("concepts.txt", "image_mean.npz")}
+  args = ["decompose", "--model", str(tiny_clip_dir), "--vocab", str(vocab), "--no-progress"]
+  args += [
+    "--embeddings",
+    str(pipeline / "emb"),
+    "--out",
+    str(pipeline / "codes"),
+    "--cache-dir",
+    str(tmp_path),
+  ]
+  capsys.readouterr()
+  assert cli.main([*args, "--l1-penalty", "0.05"]) == 2
+  assert len(capsys.readouterr().err.strip().splitlines()) == 1
+  assert {f: (pipeline / "codes" / f).read_bytes() for f in before} == before
+
+
 def test_zeroshot_command(pipeline, tiny_clip, capsys):
   capsys.readouterr()
   args = [

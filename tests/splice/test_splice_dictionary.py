@@ -50,6 +50,25 @@ def test_cached_dictionary_built_once_per_model_and_vocabulary(tiny_clip, tmp_pa
   assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp files
 
 
+def test_model_retrained_into_the_same_directory_gets_a_new_cache_entry(tiny_clip, tmp_path):
+  model_dir = tmp_path / "model"
+  model_dir.mkdir()
+  (model_dir / "model.safetensors").write_bytes(b"old weights")
+
+  class Local:
+    name, dim = str(model_dir), tiny_clip.dim
+
+    def encode_texts(self, texts, batch_size=256):
+      return tiny_clip.encode_texts(texts, batch_size)
+
+  splice.cached_dictionary(Local(), ["dog", "cat"], tmp_path / "cache")
+  splice.cached_dictionary(Local(), ["dog", "cat"], tmp_path / "cache")
+  assert len(list((tmp_path / "cache").glob("dictionary-*.npz"))) == 1
+  (model_dir / "model.safetensors").write_bytes(b"retrained weights")  # e.g. `cp` of a new checkpoint
+  splice.cached_dictionary(Local(), ["dog", "cat"], tmp_path / "cache")
+  assert len(list((tmp_path / "cache").glob("dictionary-*.npz"))) == 2
+
+
 def test_width_mismatch_between_model_and_cached_dictionary(tiny_clip, tmp_path):
   splice.cached_dictionary(tiny_clip, ["dog", "cat"], tmp_path)
 
