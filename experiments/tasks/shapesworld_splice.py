@@ -391,6 +391,18 @@ def run(config, workdir) -> dict:
 # ------------------------------------------------------------------------------------------------ report
 
 
+def reproducing_spec(config) -> str:
+  """``experiments/configs/shapesworld_splice.py:ARGS`` with every argument that differs from its default."""
+  from experiments.configs import shapesworld_splice as cfg_lib
+
+  default = cfg_lib.get_config(f"runlocal={config.runlocal}")
+  args = [f"seed={config.seed}"] + [
+    f"{k}={config[k]!r}" for k in sorted(config.keys()) if k != "seed" and config[k] != default.get(k)
+  ]
+  args += ["runlocal=True"] if config.runlocal else []
+  return "experiments/configs/shapesworld_splice.py:" + ",".join(args)
+
+
 def write_report(directory: Path, **r) -> Path:
   """Writes the HTML report (index.html + PNGs) into ``directory``."""
   import matplotlib
@@ -405,10 +417,7 @@ def write_report(directory: Path, **r) -> Path:
     f"({len(concepts) - m['num_distractors']} world words and synonyms, {m['num_distractors']} distractors). "
     f"l1 penalty {config.l1_penalty}, seed {config.seed}, {m['seconds']:.0f} s."
   )
-  rep.code(
-    "python -m experiments.run --config experiments/configs/shapesworld_splice.py:seed="
-    f"{config.seed}{',runlocal=True' if config.runlocal else ''}"
-  )
+  rep.code(f"python -m experiments.run --config {reproducing_spec(config)}")
   rep.heading("Headline metrics")
   keys = [
     "zeroshot_shape",

@@ -99,3 +99,13 @@ def test_report_rejects_bad_input(tmp_path):
     r.image(np.zeros((2, 2, 3), np.uint8), "x", "x")
   with pytest.raises(InputError, match="file name"):
     r.image(np.zeros((2, 2, 3), np.uint8), "../evil", "x")
+
+
+def test_report_command_reproduces_the_config():
+  from experiments import run as runner
+  from experiments.configs import shapesworld_splice as cfg_lib
+  from experiments.tasks.shapesworld_splice import reproducing_spec
+
+  for arg in ("", "seed=3,clip='/models/my clip',l1_penalty=0.5,correlation=0.9,runlocal=True"):
+    config = cfg_lib.get_config(arg)
+    assert runner.load_config(reproducing_spec(config)) == config, arg
