@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conceptjax.errors import InputError, check
+from conceptjax.errors import InputError, check, check_rows
 
 
 def read_concepts(path: str | os.PathLike) -> list[str]:
@@ -51,12 +51,7 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
 
 def check_embeddings(x: np.ndarray, name: str) -> None:
   """Raises ``InputError`` for a non-2-D, non-finite or zero-norm embedding matrix (naming the row)."""
-  x = np.asarray(x)
-  check(x.ndim == 2, f"{name}: expected a 2-D [N, d] array, got shape {x.shape}")
-  bad = ~np.isfinite(x).all(axis=1)
-  check(not bad.any(), f"{name}: row {int(np.argmax(bad))} has NaN/Inf")
-  zero = np.linalg.norm(x, axis=1) == 0
-  check(not zero.any(), f"{name}: row {int(np.argmax(zero))} has zero norm")
+  check_rows(x, name)
 
 
 @jax.jit

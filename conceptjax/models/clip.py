@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conceptjax import parallel
-from conceptjax.errors import InputError
+from conceptjax.errors import InputError, check
 
 __all__ = ["ClipBundle", "Preprocess", "load", "preprocess_images", "save_random_clip"]
 
@@ -177,11 +177,6 @@ class ClipBundle(NamedTuple):
     ids = tok["input_ids"].astype(np.int32)
     mask = tok["attention_mask"].astype(np.int32)
     return _batched(self.text_fn, (ids, mask), self.params, batch_size, self.mesh, self.dim)
-
-
-def check(cond: bool, msg: str) -> None:
-  if not cond:
-    raise InputError(msg)
 
 
 def _check_images(images: np.ndarray) -> None:

@@ -95,11 +95,11 @@ class TrainConfig:
     clip_norm: global gradient norm clip.
     world: the ShapesWorld drawn from.
     hard_batches: hard-negative batch phases ``((start_step, ((attr, prob), ...)), ...)``: from
-      ``start_step`` on, each batch fixes ``attr`` ("background", "color", "shape" or "size") to one random
-      value with probability ``prob`` (independently per attribute, drawn from the step number). Background and
-      colour are the easiest cues; in a batch where every image shares them the contrastive loss can only be
-      lowered through the others (shape, size, position), which breaks the plateau a plain run sits on once
-      the easy cues are learned. Phases make a reproducible curriculum.
+      ``start_step`` on, each batch fixes ``attr`` ("background", "color", "shape" or "size") to one
+      random value with probability ``prob`` (independently per attribute, drawn from the step number).
+      Background and colour are the easiest cues; in a batch where every image shares them the contrastive
+      loss can only be lowered through the others (shape, size, position), which breaks the plateau a plain
+      run sits on once the easy cues are learned. Phases make a reproducible curriculum.
     seed: model init and data stream seed.
     vocab_size: BPE vocabulary bound; tokenizer_corpus: captions the BPE is trained on.
     log_every, save_every: logging / checkpoint periods in steps.

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conceptjax import io
-from conceptjax.errors import InputError, check
+from conceptjax.errors import InputError, check, check_finite, check_rows
 from conceptjax.sparse.synthetic import center_normalize, normalize_rows
 
 
@@ -156,23 +156,10 @@ def _model_key(model: Any) -> tuple[str, ...]:
   return (model.name, *(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files))
 
 
-def check_finite(x: np.ndarray, what: str) -> None:
-  """InputError naming the first row holding NaN/Inf."""
-  bad = ~np.isfinite(x)
-  if bad.any():
-    row = int(np.argwhere(bad)[0][0])
-    raise InputError(f"{what}: row {row} holds NaN or Inf")
-
-
 def check_embeddings(x: Any, dim: int, what: str = "embeddings") -> np.ndarray:
   """Validates a [B, d] embedding batch: 2-D, width ``dim``, finite, no zero-norm row. Returns float32."""
-  x = np.asarray(x, np.float32)
-  check(x.ndim == 2, f"{what} have shape {x.shape}; expected [B, {dim}]")
+  x = check_rows(x, what)
   check(x.shape[1] == dim, f"{what} have width {x.shape[1]} but the dictionary has width {dim}")
-  check_finite(x, what)
-  norms = np.linalg.norm(x, axis=1)
-  if x.shape[0] and norms.min() == 0:
-    raise InputError(f"{what}: row {int(np.argmin(norms))} has zero norm")
   return x
 
 
