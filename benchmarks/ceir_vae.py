@@ -100,7 +100,10 @@ def bench_vae(
   float64, torch float32, JAX, ...) so that load from other processes falls on every column alike.
 
   The data are uniform in [0, 1] (torch's BCE rejects targets outside [0, 1]); ``recon`` picks the JAX loss
-  ("bce" = the authors' summed BCE + KL, as the torch loop computes).
+  ("bce" = the authors' summed BCE + KL, as the torch loop computes). Throughput is what is measured: every
+  JAX epoch reuses one batch order and noise key (``ceir.fit_vae`` draws both per epoch), and the two
+  frameworks initialise differently (flax LeCun-normal, torch uniform +-1/sqrt(fan_in)), so the recorded
+  losses are a finiteness check, not comparable epoch for epoch.
   """
   mesh = parallel.data_mesh()
   model_cfg = ceir.VAEConfig(hidden=hidden, latent=latent, recon=recon)
