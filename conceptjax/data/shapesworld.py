@@ -32,7 +32,10 @@ Usage::
 Determinism: image ``i`` of ``(config, seed, split)`` is the same whatever ``num`` or ``start`` asked for it
 (images are drawn in blocks of ``BLOCK`` with a generator seeded by (config.seed, seed, split, block)). So
 ``generate(c, 10, start=5)`` equals rows 5..14 of ``generate(c, 20)``, and the data source is random access.
-About 10k images take 5-10 s on one core.
+The generator's seed does not include the world's other settings: two worlds drawn with the same
+``(config.seed, seed, split)`` consume the same random stream (their images share positions, noise and
+texture phases where the settings allow), so sets meant to be independent should differ in ``seed`` or
+``split``. About 10k images take 5-10 s on one core.
 
 Zero-shot prompts that fit the grammar (used for the shipped CLIP's evaluation): ``ZEROSHOT_TEMPLATES``:
 shape "a photo of a {shape}", colour "a photo of a {color} object", background "a photo of an object on
