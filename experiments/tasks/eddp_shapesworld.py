@@ -32,19 +32,32 @@ def classifier_config(config) -> classifier.ClassifierConfig:
     widths=tuple(config.classifier_widths),
     feature_block=config.feature_block,
     learning_rate=config.classifier_lr,
+    pool=config.classifier_pool,
+    global_pool=config.classifier_global_pool,
   )
 
 
-def train_classifier(config, x: np.ndarray, y: np.ndarray, key: jax.Array):
-  """Adam on cross-entropy with random minibatches sharded over the devices. Returns the parameters."""
+def train_classifier(config, x: np.ndarray, y: np.ndarray, key: jax.Array, log_every: int = 50):
+  """Adam on cross-entropy with random minibatches sharded over the devices.
+
+  Returns:
+    (parameters, curve): curve is a list of {"step", "loss", "accuracy"}, the minibatch loss and accuracy
+    averaged over the last ``log_every`` steps.
+  """
   cfg = classifier_config(config)
   state = _init_state(key, cfg, tuple(x.shape[1:]))
   rng = np.random.default_rng(config.seed)
-  for _ in range(config.classifier_steps):
+  curve, window = [], []
+  for step in range(config.classifier_steps):
     idx = rng.integers(len(x), size=config.classifier_batch)
     (xb, yb), _ = parallel.shard_batch((x[idx], y[idx]))
-    state, _ = classifier.train_step(state, xb, yb, cfg=cfg)
-  return state.params
+    state, m = classifier.train_step(state, xb, yb, cfg=cfg)
+    window.append(m)
+    if (step + 1) % log_every == 0 or step + 1 == config.classifier_steps:
+      mean = {k: round(float(np.mean([float(w[k]) for w in window])), 4) for k in ("loss", "accuracy")}
+      curve.append({"step": step + 1, **mean})
+      window = []
+  return state.params, curve
 
 
 def concept_masks(samples: sw.Samples, side: int, threshold: float) -> tuple[list[str], np.ndarray]:
@@ -133,11 +146,11 @@ def run(config, workdir) -> dict:
   t0 = time.perf_counter()
   key = jax.random.key(config.seed)
   k_cls, k_eddp = jax.random.split(key)
-  world = sw.WorldConfig(image_size=config.image_size)
+  world = sw.WorldConfig(image_size=config.image_size, max_objects=config.max_objects)
   train = sw.generate(world, config.train_images, seed=config.seed, split="train")
   test = sw.generate(world, config.eval_images, seed=config.seed, split="test")
   cfg = classifier_config(config)
-  params = train_classifier(config, train.images.astype(np.float32) / 255.0, train.label, k_cls)
+  params, curve = train_classifier(config, train.images.astype(np.float32) / 255.0, train.label, k_cls)
   logits, feats = classifier.predict(params, jnp.asarray(test.images, jnp.float32) / 255.0, cfg=cfg)
   accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == test.label))
   feats = np.asarray(feats)
@@ -199,6 +212,7 @@ def run(config, workdir) -> dict:
 
   metrics = {
     "classifier_accuracy": accuracy,
+    "classifier_train_loss": curve[-1]["loss"],
     "num_detectors": k,
     "detectors_iou_gt_0_2": summary(rows)["iou_gt_0_2"],
     "mean_best_iou": summary(rows)["mean_best_iou"],
@@ -215,6 +229,7 @@ def run(config, workdir) -> dict:
   io.write_json(
     workdir / "dissection.json", {"eddp": rows, "pca": pca_rows, "kmeans": km_rows, "concepts": names}
   )
+  io.write_json(workdir / "classifier_curve.json", curve)
   io.save_npz(
     workdir / "directions.npz",
     decoding=np.asarray(det.unit),

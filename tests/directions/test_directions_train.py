@@ -142,3 +142,33 @@ def test_dead_unit_does_not_break_the_raw_space_conversion():
     np.asarray(dr.activations(det, std(jnp.asarray(x)))),
     atol=1e-4,
   )
+
+
+def test_offsets_stage_of_the_config_places_half_spaces_on_oracle_directions():
+  # Oracle decoding directions with thresholds set far too high (each detector fires on 12% of the patches,
+  # the true share is 1/3): the config's label-free offsets-only stage (e) must recover the true
+  # partition of the patches (IoU against the planted labels) without moving the directions.
+  from experiments import run as runner
+  from experiments.tasks.eddp_synthetic import stages_from_config
+
+  data = dr.make_synthetic(0, dr.SyntheticConfig(images_per_class=200, head_steps=10))
+  flat = data.x.reshape(-1, data.x.shape[-1])
+  labels = data.labels.reshape(-1)
+  std = dr.fit_standardizer(jnp.asarray(flat))
+  stage = stages_from_config(runner.load_config("experiments/configs/eddp_synthetic.py"))[-1]
+  assert not stage.train_directions and not stage.standardised
+  init = dr.from_directions(
+    jnp.asarray(data.decoding), dr.centring(std)(jnp.asarray(flat)), active_fraction=0.12
+  )
+
+  def iou(det):
+    pos = np.asarray(dr.activations(det, jnp.asarray(flat))) > 0.5
+    return dr.scoring.match_detectors(labels, pos, 3).mean
+
+  before = iou(dr.to_raw(init, dr.centring(std)))
+  res = dr.fit(data.x, init, (stage,), jax.random.key(0), std=std)
+  assert before < 0.5
+  assert iou(res.detectors) > 0.95
+  np.testing.assert_allclose(
+    np.asarray(res.detectors.unit), np.asarray(dr.to_raw(init, dr.centring(std)).unit), atol=1e-5
+  )
