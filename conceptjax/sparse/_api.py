@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 
 from conceptjax import parallel
 from conceptjax.errors import InputError, check
+from conceptjax.sparse import _gram
 from conceptjax.sparse import _working_set as ws
 from conceptjax.sparse._admm import AdmmConfig, admm
 from conceptjax.sparse._fista import FistaConfig, fista
@@ -116,12 +117,42 @@ def _run(solver, config, dictionary, embeddings, lam, mesh) -> NonnegLassoResult
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _ws_start(embeddings, l1_penalty, dictionary, *, config):
-  return ws.initial_state(Problem(dictionary, embeddings, l1_penalty), config)
+  return ws.initial_state(Problem(dictionary, embeddings, l1_penalty), config, config.first_size)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "warm"))
+def _ws_warm(embeddings, l1_penalty, state, dictionary, *, config, warm=True):
+  """(small problems [B], w [B, K] after the warm active-set steps, ok [B]: the small problem is solved).
+
+  ``warm=False`` skips the active-set steps (every row then goes to the interior point)."""
+  _, qp = ws.restricted_qp(Problem(dictionary, embeddings, l1_penalty), state.indices)
+  tol = ws.inner_tol(config, embeddings.dtype)
+  if not warm:
+    return qp, state.weights, jnp.zeros(state.weights.shape[:1], bool)
+  w, _ = _gram.warm_phase(qp, state.weights, tol=tol, warm_iter=config.warm_iter, serial=config.serial_lapack)
+  return qp, w, _gram.qp_kkt(qp, w) <= tol
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _ws_step(embeddings, l1_penalty, state, dictionary, *, config):
-  return ws.outer_step(Problem(dictionary, embeddings, l1_penalty), state, config)
+def _ws_cold(qp, w, *, config):
+  """[B, K] solution of rows whose warm start failed: interior point, then active-set steps."""
+  b = w.shape[0]
+  w, _ = _gram.cold_phase(
+    qp,
+    w,
+    jnp.ones((b,), bool),
+    jnp.zeros((b,), jnp.int32),
+    tol=ws.inner_tol(config, w.dtype),
+    max_iter=config.inner_max_iter,
+    ipm_iter=config.ipm_iter,
+    serial=config.serial_lapack,
+  )
+  return w
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _ws_certify(embeddings, l1_penalty, state, w, dictionary, *, config):
+  return ws.certify(Problem(dictionary, embeddings, l1_penalty), state, w, config)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -129,35 +160,63 @@ def _ws_result(embeddings, l1_penalty, state, iterations, dictionary, *, config)
   return ws.state_result(Problem(dictionary, embeddings, l1_penalty), state, iterations, config)
 
 
-def _bucket(rows: np.ndarray, total: int) -> np.ndarray:
-  """``rows`` padded (repeating its last row) to ``total / 4^j`` rows (at least 8) for the largest ``j``
-  that holds them: a few static shapes, not one compilation per count of unconverged rows."""
+def _bucket(rows: np.ndarray, total: int, factor: int = 4) -> np.ndarray:
+  """``rows`` padded (repeating its last row) to ``total / factor^j`` rows (at least 8) for the largest
+  ``j`` that holds them: a few static shapes, not one compilation per count of unconverged rows."""
   size = total
-  while size // 4 >= max(len(rows), 8):
-    size //= 4
+  while size // factor >= max(len(rows), 8):
+    size //= factor
   return np.concatenate([rows, np.full(size - len(rows), rows[-1])])
+
+
+def _ws_outer_step(config, dictionary, embeddings, lam, state, mesh, warm=True) -> ws.WorkingSetState:
+  """``ws.outer_step`` on a bucket of rows, with the small problems' cold restart (interior point) run on
+  the rows whose warm start failed only (gathered into a bucket of their own)."""
+  sub = (embeddings, lam)
+  warm_fn = functools.partial(_ws_warm, config=config, warm=warm)
+  qp, w, ok = parallel.map_batched(warm_fn, (*sub, state), (dictionary,), mesh=mesh)
+  w = np.array(w)
+  fail = np.nonzero(~np.asarray(ok))[0]
+  if fail.size:
+    rows = _bucket(fail, len(w), factor=2)
+    part = parallel.map_batched(
+      functools.partial(_ws_cold, config=config),
+      (jax.tree.map(lambda a: a[rows], qp), w[rows]),
+      (),
+      mesh=mesh,
+    )
+    w[fail] = np.asarray(part)[: fail.size]
+  certify = functools.partial(_ws_certify, config=config)
+  return parallel.map_batched(certify, (*sub, state, w), (dictionary,), mesh=mesh)
 
 
 def _working_set_compacted(config, dictionary, embeddings, lam, mesh) -> NonnegLassoResult:
   """The working-set iteration driven from the host, each outer iteration on the unconverged rows only.
 
   A batched loop costs as much per iteration as its slowest row needs; here the rows still running are
-  gathered into a smaller bucket (``_bucket``) once enough have converged (on the Gaussian benchmark 80%
-  converge after the first iteration; on the coherent one 99% after the third), and the finished rows'
-  states are kept on the host. Same iterates as ``working_set`` (rows are independent).
+  gathered into a smaller bucket (``_bucket``) once enough have converged (on the Gaussian benchmark most
+  converge after the first or second iteration; on the coherent one 99% after the third), the finished
+  rows' states are kept on the host, and within an iteration the small problems' interior-point restart
+  runs on the rows that need it only (``_ws_outer_step``). The first iteration solves on
+  ``config.first_size`` candidates. Rows are independent, so each row follows ``ws.outer_step``'s
+  iteration (up to the extra active-set step a warm-solved row takes inside the batched solve).
   """
   total = embeddings.shape[0]
-  step = functools.partial(_ws_step, config=config)
   state = parallel.map_batched(
     functools.partial(_ws_start, config=config), (embeddings, lam), (dictionary,), mesh=mesh
   )
   state = jax.tree.map(np.array, state)
   iterations = np.zeros(total, np.int32)
   todo = np.arange(total)
-  for _ in range(config.max_iter):
-    rows = _bucket(todo, total)
+  for it in range(config.max_iter):
+    rows = _bucket(todo, total, factor=2)
     sub = ws.WorkingSetState(*(a[rows] for a in state))
-    new = parallel.map_batched(step, (embeddings[rows], lam[rows], sub), (dictionary,), mesh=mesh)
+    # Right after the first iteration on first_size candidates most supports change (97% of the warm
+    # starts fail on the coherent benchmark): that iteration goes straight to the interior point.
+    warm = not (it == 1 and 0 < config.first_size < config.working_size)
+    new = _ws_outer_step(config, dictionary, embeddings[rows], lam[rows], sub, mesh, warm=warm)
+    if it == 0:  # every row ran (rows == arange(total)); the candidates grow from first_size to K
+      state = jax.tree.map(np.array, new)
     for a, b in zip(state, new, strict=True):
       a[todo] = np.asarray(b)[: len(todo)]
     iterations[todo] += 1
@@ -167,6 +226,14 @@ def _working_set_compacted(config, dictionary, embeddings, lam, mesh) -> NonnegL
   fn = functools.partial(_ws_result, config=config)
   res = parallel.map_batched(fn, (embeddings, lam, state, iterations), (dictionary,), mesh=mesh)
   return res._replace(num_concepts=dictionary.shape[0])
+
+
+def _serial_lapack(mesh: Mesh | None) -> bool:
+  """Whether batched LAPACK calls must run one matrix at a time: a mesh of several CPU devices (jaxlib's
+  batched CPU kernels can deadlock there, see ``_gram.cholesky``)."""
+  devices = (parallel.data_mesh() if mesh is None else mesh).devices.flat
+  devices = list(devices)
+  return len(devices) > 1 and any(d.platform == "cpu" for d in devices)
 
 
 def _merge_rows(full: NonnegLassoResult, part: NonnegLassoResult, rows: np.ndarray) -> NonnegLassoResult:
@@ -226,8 +293,9 @@ def nonneg_lasso(
     solver = choose_solver(c, d, embeddings.shape[0], target_l0)
   iters = {} if max_iter is None else {"max_iter": int(max_iter)}
 
+  serial = _serial_lapack(mesh)
   if solver == "omp":
-    config = OmpConfig(n_atoms=int(target_l0))
+    config = OmpConfig(n_atoms=int(target_l0), serial_lapack=serial)
     return _run(omp, config, dictionary, embeddings, jnp.zeros_like(lam), mesh)
 
   width = DEFAULT_MAX_ACTIVE if max_active is None else int(max_active)
@@ -235,7 +303,7 @@ def nonneg_lasso(
     width = max(width, int(target_l0) + 1)
   width = min(width, c)
   fn, config_cls = _LASSO[solver]
-  extra = {"working_size": width} if solver == "working_set" else {}
+  extra = {"working_size": width, "serial_lapack": serial} if solver == "working_set" else {}
   if target_l0 is None:
     config = config_cls(max_active=width, tol=tol, **extra, **iters)
     if solver == "working_set":

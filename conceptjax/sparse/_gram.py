@@ -81,7 +81,33 @@ def qp_kkt(qp: GramQP, w: jax.Array) -> jax.Array:
   return jnp.maximum(off, on)
 
 
-def solve_on_set(qp: GramQP, free: jax.Array) -> jax.Array:
+# jaxlib's CPU LAPACK kernels split a batch of matrices into chunks on XLA's intra-op thread pool and wait
+# for them on a pool thread (``ParallelBatchMap`` in jaxlib/cpu/lapack_kernels.cc). When several CPU devices
+# run one sharded program at once (``--xla_force_host_platform_device_count``), every pool thread can end
+# up waiting that way and the program deadlocks at 0% CPU. A kernel given one matrix runs inline, so
+# ``serial=True`` (set by ``nonneg_lasso`` on a multi-device CPU mesh) maps the kernels over the rows.
+
+
+def cholesky(matrices: jax.Array, *, serial: bool = False) -> jax.Array:
+  """[B, K, K] lower Cholesky factors (NaN where not numerically positive definite); ``serial``: one
+  matrix per LAPACK call (no deadlock on several CPU devices, slower on one)."""
+  if serial:
+    return jax.lax.map(jnp.linalg.cholesky, matrices)
+  return jnp.linalg.cholesky(matrices)
+
+
+def cho_solve(factor: jax.Array, rhs: jax.Array, *, serial: bool = False) -> jax.Array:
+  """[B, K] solution of ``(L L^T) x = rhs`` for [B, K, K] factors ``L`` and [B, K] ``rhs``."""
+
+  def solve(f, r):
+    return jax.scipy.linalg.cho_solve((f, True), r[..., None])[..., 0]
+
+  if serial:
+    return jax.lax.map(lambda fr: solve(*fr), (factor, rhs))
+  return solve(factor, rhs)
+
+
+def solve_on_set(qp: GramQP, free: jax.Array, *, serial: bool = False) -> jax.Array:
   """[B, K] minimiser of the quadratic on the slots ``free`` [B, K] (0 elsewhere), no sign constraint.
 
   Solves ``G_PP s_P = b_P - lam / 2`` by Cholesky with a tiny ridge and one step of iterative refinement
@@ -97,10 +123,10 @@ def solve_on_set(qp: GramQP, free: jax.Array) -> jax.Array:
   eye = jnp.eye(k, dtype=dtype)
   a_reg = a + eye * jnp.where(free, ridge, 1.0)[:, :, None]
   rhs = jnp.where(free, qp.linear - 0.5 * qp.l1_penalty[:, None], 0.0)
-  factor = jnp.linalg.cholesky(a_reg)
+  factor = cholesky(a_reg, serial=serial)
 
   def solve(r):
-    return jax.scipy.linalg.cho_solve((factor, True), r[..., None])[..., 0]
+    return cho_solve(factor, r, serial=serial)
 
   s = solve(rhs)
   s = s + solve(rhs - jnp.einsum("bkl,bl->bk", a, s, precision=HIGHEST))
@@ -130,7 +156,9 @@ def _candidate(best: _Best, qp: GramQP, w: jax.Array, h: jax.Array, cand: jax.Ar
   return _Best(jnp.where(better[:, None], cand, best.w), jnp.where(better, change, best.decrease))
 
 
-def _active_set(qp: GramQP, w0: jax.Array, *, tol: float, max_iter: int) -> tuple[jax.Array, LoopInfo]:
+def _active_set(
+  qp: GramQP, w0: jax.Array, *, tol: float, max_iter: int, serial: bool = False
+) -> tuple[jax.Array, LoopInfo]:
   """Active-set iterations from a feasible ``w0`` (three candidates per step, module docstring)."""
   absrow = jnp.sum(jnp.abs(jnp.where(qp.valid[:, None, :], qp.gram, 0.0)), axis=-1)
   lipschitz = 2.0 * jnp.max(absrow, axis=-1) + jnp.finfo(qp.gram.dtype).tiny  # [B]
@@ -139,7 +167,7 @@ def _active_set(qp: GramQP, w0: jax.Array, *, tol: float, max_iter: int) -> tupl
     w = state.w
     h = qp_gradient(qp, w)
     free = qp.valid & ((w > 0) | (h < 0))
-    s = solve_on_set(qp, free)
+    s = solve_on_set(qp, free, serial=serial)
     best = _Best(w, jnp.zeros(w.shape[:1], w.dtype))
     best = _candidate(best, qp, w, h, jnp.maximum(s, 0.0))
     # Lawson-Hanson: longest step toward s keeping the current support non-negative.
@@ -167,7 +195,7 @@ class _IPMState(NamedTuple):
   mu: jax.Array  # [B, K] bound multipliers, > 0
 
 
-def _interior_point(qp: GramQP, *, tol: float, max_iter: int) -> jax.Array:
+def _interior_point(qp: GramQP, *, tol: float, max_iter: int, serial: bool = False) -> jax.Array:
   """Mehrotra predictor-corrector interior point for ``min 1/2 w^T Q w + q^T w, w >= 0``.
 
   ``Q = 2 G``, ``q = lam - 2 b``; invalid slots get ``Q_ii = 1, q_i = 1`` (so their optimum is 0). Its
@@ -194,10 +222,10 @@ def _interior_point(qp: GramQP, *, tol: float, max_iter: int) -> jax.Array:
     w, mu = state
     grad = jnp.einsum("bkl,bl->bk", hess, w, precision=HIGHEST) + lin  # Q w + q
     tau = jnp.mean(w * mu, axis=-1, keepdims=True)
-    factor = jnp.linalg.cholesky(hess + eye * (mu / w)[:, :, None])
+    factor = cholesky(hess + eye * (mu / w)[:, :, None], serial=serial)
 
     def solve(r):
-      return jax.scipy.linalg.cho_solve((factor, True), r[..., None])[..., 0]
+      return cho_solve(factor, r, serial=serial)
 
     dw_aff = solve(-grad)
     dmu_aff = -mu - mu / w * dw_aff
@@ -220,7 +248,14 @@ def _interior_point(qp: GramQP, *, tol: float, max_iter: int) -> jax.Array:
 
 
 def solve_gram_qp(
-  qp: GramQP, w0: jax.Array, *, tol: float, max_iter: int, warm_iter: int = 6, ipm_iter: int = 25
+  qp: GramQP,
+  w0: jax.Array,
+  *,
+  tol: float,
+  max_iter: int,
+  warm_iter: int = 6,
+  ipm_iter: int = 25,
+  serial: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Solves a batch of small non-negative QPs to KKT violation ``tol``.
 
@@ -236,22 +271,50 @@ def solve_gram_qp(
     max_iter: cap on the active-set steps after the interior point (each: one batched Cholesky [B, K, K]).
     warm_iter: active-set steps tried from the warm start first.
     ipm_iter: cap on interior-point iterations (each: one batched Cholesky).
+    serial: one matrix per LAPACK call (``cholesky``): required on several CPU devices.
 
   Returns:
     ([B, K] solution, [B] int32 active-set steps taken).
   """
+  w, iters = warm_phase(qp, w0, tol=tol, warm_iter=warm_iter, serial=serial)
+  todo = qp_kkt(qp, w) > tol
+  return jax.lax.cond(
+    jnp.any(todo),
+    lambda w: cold_phase(qp, w, todo, iters, tol=tol, max_iter=max_iter, ipm_iter=ipm_iter, serial=serial),
+    lambda w: (w, iters),
+    w,
+  )
+
+
+def warm_phase(
+  qp: GramQP, w0: jax.Array, *, tol: float, warm_iter: int, serial: bool = False
+) -> tuple[jax.Array, jax.Array]:
+  """The first phase of :func:`solve_gram_qp`: ``warm_iter`` active-set steps from ``w0`` (none when ``w0``
+  is all zero). Returns ([B, K] iterate, [B] int32 steps taken)."""
   cold = jnp.all(w0 == 0)  # nothing to warm-start from: go straight to the interior point
-  w, iters = jax.lax.cond(
+  return jax.lax.cond(
     cold,
     lambda w: (w, jnp.zeros(w.shape[:1], jnp.int32)),
-    lambda w: (lambda r: (r[0], r[1].iterations))(_active_set(qp, w, tol=tol, max_iter=warm_iter)),
+    lambda w: (lambda r: (r[0], r[1].iterations))(
+      _active_set(qp, w, tol=tol, max_iter=warm_iter, serial=serial)
+    ),
     w0,
   )
-  todo = qp_kkt(qp, w) > tol
 
-  def restart(w):
-    w_ipm = _interior_point(qp, tol=1e-4 * tol, max_iter=ipm_iter)
-    w2, info2 = _active_set(qp, jnp.where(todo[:, None], w_ipm, w), tol=tol, max_iter=max_iter)
-    return w2, iters + info2.iterations
 
-  return jax.lax.cond(jnp.any(todo), restart, lambda w: (w, iters), w)
+def cold_phase(
+  qp: GramQP,
+  w: jax.Array,
+  todo: jax.Array,
+  iters: jax.Array,
+  *,
+  tol: float,
+  max_iter: int,
+  ipm_iter: int,
+  serial: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+  """The second phase of :func:`solve_gram_qp`: rows ``todo`` [B] restart from the interior-point support
+  estimate, then every row takes active-set steps to ``tol``. Returns ([B, K] solution, [B] steps)."""
+  w_ipm = _interior_point(qp, tol=1e-4 * tol, max_iter=ipm_iter, serial=serial)
+  w2, info2 = _active_set(qp, jnp.where(todo[:, None], w_ipm, w), tol=tol, max_iter=max_iter, serial=serial)
+  return w2, iters + info2.iterations

@@ -31,10 +31,12 @@ class OmpConfig:
   Attributes:
     n_atoms: atoms to select per row (the target l0).
     nnls_max_iter: cap on the small NNLS solver's active-set steps per refit.
+    serial_lapack: one matrix per LAPACK call (see ``WorkingSetConfig``).
   """
 
   n_atoms: int = 10
   nnls_max_iter: int = 30
+  serial_lapack: bool = False
 
 
 class OmpState(NamedTuple):
@@ -85,7 +87,9 @@ def omp(problem: Problem, config: OmpConfig = OmpConfig()) -> NonnegLassoResult:
     indices = state.indices.at[rows, slot].set(best, mode="drop")
     valid = indices >= 0
     qp = gram_qp(_atoms(dictionary, indices), z, zero_lam, valid)
-    weights, _ = solve_gram_qp(qp, state.weights, tol=tol, max_iter=config.nnls_max_iter)
+    weights, _ = solve_gram_qp(
+      qp, state.weights, tol=tol, max_iter=config.nnls_max_iter, serial=config.serial_lapack
+    )
     return OmpState(indices, weights, state.count + can_add, state.exhausted | ~can_add)
 
   def remaining(state: OmpState) -> jax.Array:

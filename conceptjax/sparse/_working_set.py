@@ -16,6 +16,12 @@ of ``B K d`` floats and a ``B K^2 d`` Gram per iteration, and small batched Chol
 support fills all ``K`` slots while violators remain cannot progress: it stops unconverged (``l0 == K``)
 and the caller may retry it with a larger ``working_size`` (``nonneg_lasso`` does).
 
+``nonneg_lasso`` drives the same steps from the host (``_api._working_set_compacted``): later iterations
+run on the unconverged rows only, the first iteration uses ``first_size`` (32) candidates (a cheap first
+guess: on the benchmark problems it lowered the CPU time on both, see benchmarks/sparse_solvers.py),
+the iteration right after it skips the warm start (the supports change too much), and the interior-point
+restart of the small problems runs on the rows whose warm start failed only.
+
 References:
   Johnson & Guestrin, "Blitz: A principled meta-algorithm for scaling sparse optimization", ICML 2015.
   Massias, Gramfort & Salmon, "Celer: a fast solver for the lasso with dual extrapolation", ICML 2018
@@ -31,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from conceptjax.loop import fixed_point_loop
-from conceptjax.sparse._gram import gram_qp, solve_gram_qp
+from conceptjax.sparse._gram import GramQP, gram_qp, solve_gram_qp
 from conceptjax.sparse._problem import (
   HIGHEST,
   NonnegLassoResult,
@@ -53,6 +59,15 @@ class WorkingSetConfig:
     max_iter: cap on outer iterations (full products).
     inner_tol: KKT tolerance of the small problems, as a fraction of ``tol`` (floored at 8 machine eps).
     inner_max_iter: cap on small-problem iterations per outer iteration.
+    warm_iter: active-set steps tried from the warm start before the interior-point restart.
+    ipm_iter: cap on interior-point iterations of the restart.
+    first_size: candidates per row in the first outer iteration of ``nonneg_lasso``'s host-driven loop
+      (0 or >= ``working_size``: ``working_size``). The first candidates (the concepts most correlated
+      with ``z``) are a rough guess on coherent dictionaries, so a smaller, cheaper first solve loses
+      little; the next iteration refills to ``working_size``. The all-in-jit :func:`working_set` keeps
+      ``working_size`` throughout.
+    serial_lapack: one matrix per LAPACK call (``_gram.cholesky``); ``nonneg_lasso`` sets it on a
+      multi-device CPU mesh, where jaxlib's batched kernels can deadlock.
   """
 
   working_size: int = 64
@@ -61,6 +76,10 @@ class WorkingSetConfig:
   max_iter: int = 30
   inner_tol: float = 0.25
   inner_max_iter: int = 60
+  warm_iter: int = 6
+  ipm_iter: int = 25
+  first_size: int = 32
+  serial_lapack: bool = False
 
 
 class WorkingSetState(NamedTuple):
@@ -82,20 +101,23 @@ class WorkingSetState(NamedTuple):
 
 
 def _next_candidates(
-  indices: jax.Array, weights: jax.Array, gradient: jax.Array
+  indices: jax.Array, weights: jax.Array, gradient: jax.Array, size: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Support first, then the most violating concepts outside it.
 
   Args:
-    indices: [B, K] current candidates.
-    weights: [B, K] their solved weights.
+    indices: [B, K0] current candidates (K0 <= K).
+    weights: [B, K0] their solved weights.
     gradient: [B, c] full gradient at ``weights``.
+    size: K, the number of new candidates.
 
   Returns:
     ([B, K] new candidates, [B, K] warm-start weights, [B] bool support already fills K).
   """
-  b, k = indices.shape
+  b, k = indices.shape[0], size
   c = gradient.shape[-1]
+  indices = jnp.pad(indices, ((0, 0), (0, k - indices.shape[1])))  # padded slots have weight 0
+  weights = jnp.pad(weights, ((0, 0), (0, k - weights.shape[1])))
   active = weights > 0
   rows = jnp.arange(b)[:, None]
   masked = gradient.at[rows, jnp.where(active, indices, c)].set(jnp.inf, mode="drop")
@@ -111,10 +133,11 @@ def _next_candidates(
   return new_idx, new_w, n_support[:, 0] >= k
 
 
-def initial_state(problem: Problem, config: WorkingSetConfig) -> WorkingSetState:
-  """Candidates = the ``K`` concepts most correlated with each embedding (one full product), weights 0."""
+def initial_state(problem: Problem, config: WorkingSetConfig, size: int | None = None) -> WorkingSetState:
+  """Candidates = the ``size`` (default ``K``) concepts most correlated with each embedding (one full
+  product), weights 0."""
   dictionary, z, lam = problem
-  k = min(config.working_size, dictionary.shape[0])
+  k = min(size or config.working_size, config.working_size, dictionary.shape[0])
   corr = jnp.matmul(z, dictionary.T, precision=HIGHEST)  # [B, c], the gradient at 0 is lam - 2 corr
   _, idx0 = jax.lax.top_k(corr, k)
   kkt0 = jnp.max(jnp.maximum(2.0 * corr - lam[:, None], 0.0), axis=-1)
@@ -127,13 +150,24 @@ def initial_state(problem: Problem, config: WorkingSetConfig) -> WorkingSetState
   )
 
 
-def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfig) -> WorkingSetState:
-  """One outer iteration: solve on the candidates, certify on all concepts (one full product), refill."""
-  dictionary, z, lam = problem
-  inner_tol = max(config.inner_tol * config.tol, 8 * float(jnp.finfo(z.dtype).eps))
+def inner_tol(config: WorkingSetConfig, dtype) -> float:
+  """KKT tolerance of the small problems: ``inner_tol * tol``, floored at 8 machine eps."""
+  return max(config.inner_tol * config.tol, 8 * float(jnp.finfo(dtype).eps))
+
+
+def restricted_qp(problem: Problem, indices: jax.Array) -> tuple[jax.Array, GramQP]:
+  """([B, K, d] candidate atoms, the small problem on them) for [B, K] candidate ``indices``."""
+  atoms = problem.dictionary[indices]  # [B, K, d]
+  return atoms, gram_qp(atoms, problem.embeddings, problem.l1_penalty, jnp.ones(indices.shape, bool))
+
+
+def certify(
+  problem: Problem, state: WorkingSetState, w: jax.Array, config: WorkingSetConfig
+) -> WorkingSetState:
+  """KKT violation and objective of the solution ``w`` [B, K] on ``state.indices`` over ALL concepts (one
+  full product), and the next candidates: the support, then the most violating concepts."""
+  dictionary, z, _ = problem
   atoms = dictionary[state.indices]  # [B, K, d]
-  qp = gram_qp(atoms, z, lam, jnp.ones(state.indices.shape, bool))
-  w, _ = solve_gram_qp(qp, state.weights, tol=inner_tol, max_iter=config.inner_max_iter)
   residual = jnp.einsum("bk,bkd->bd", w, atoms, precision=HIGHEST) - z
   g = full_gradient(problem, residual)  # [B, c]
   g_slots = jnp.take_along_axis(g, state.indices, axis=-1)
@@ -141,8 +175,27 @@ def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfi
   on = jnp.max(jnp.where(w > 0, jnp.abs(g_slots), 0.0), axis=-1)
   kkt = jnp.maximum(off, on)
   objective = objective_from_residual(problem, residual, jnp.sum(w, axis=-1))
-  new_idx, new_w, full = _next_candidates(state.indices, w, g)
+  size = min(config.working_size, dictionary.shape[0])
+  new_idx, new_w, full = _next_candidates(state.indices, w, g, size)
   return WorkingSetState(new_idx, new_w, kkt, objective, full & (kkt > config.tol))
+
+
+def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfig) -> WorkingSetState:
+  """One outer iteration: solve on the candidates, certify on all concepts (one full product), refill.
+
+  ``nonneg_lasso`` runs the same pieces from the host (``restricted_qp``, ``_gram.warm_phase`` /
+  ``cold_phase`` with the cold phase on the rows that need it only, ``certify``)."""
+  _, qp = restricted_qp(problem, state.indices)
+  w, _ = solve_gram_qp(
+    qp,
+    state.weights,
+    tol=inner_tol(config, problem.embeddings.dtype),
+    max_iter=config.inner_max_iter,
+    warm_iter=config.warm_iter,
+    ipm_iter=config.ipm_iter,
+    serial=config.serial_lapack,
+  )
+  return certify(problem, state, w, config)
 
 
 def stopped(state: WorkingSetState, tol: float) -> jax.Array:
@@ -169,7 +222,7 @@ def state_result(
 def working_set(problem: Problem, config: WorkingSetConfig = WorkingSetConfig()) -> NonnegLassoResult:
   """Batched non-negative lasso by working sets (module docstring). Pure and jit-able (config static).
 
-  ``nonneg_lasso`` runs the same iteration from the host instead (``initial_state``, ``outer_step``) so
+  ``nonneg_lasso`` runs the same steps from the host instead (``initial_state``, ``certify``, ...) so
   that later iterations run on the unconverged rows only; this is the all-in-one-jit form.
 
   Args:
