@@ -23,9 +23,9 @@ Results (session 3, 2 busy cores, learning rate 2e-3 unless noted; held-out accu
   patches: 0.18 at 300 steps.
 - easy world: 0.30 / 0.46 / 0.45 / 0.53 at 100 / 200 / 300 / 400 steps: shape is learnable without
   textures; 500 easy steps followed by 200 single-object steps reached 0.26 on the single-object test
-  (no transfer); alternating easy and single-object batches ("easy+single"): 0.20 / 0.28 / 0.32 / 0.32
-  at 200 / 400 / 600 / 800 steps (single-object test): better than single alone, far from the 0.9 the CLIP
-  needs.
+  (no transfer); alternating easy and single-object batches ("easy+single"): 0.19 / 0.18 / 0.28 / 0.36
+  at 200 / 400 / 600 / 800 steps (single-object test; a scratch run of the same loop: 0.20 / 0.28 / 0.32 /
+  0.32): better than single alone, far from the 0.9 the CLIP needs.
 A small CNN with max pooling reaches 0.90-0.98 on single objects in 600 steps
 (``conceptjax.models.classifier``, eddp_shapesworld): the ViT's CLS token starts as a near-uniform
 average over 64 patches, which dilutes a small object's edges against textured backgrounds the way a CNN's
