@@ -190,14 +190,27 @@ def _ws_outer_step(config, dictionary, embeddings, lam, state, mesh, warm=True) 
   return parallel.map_batched(certify, (*sub, state, w), (dictionary,), mesh=mesh)
 
 
-def _working_set_compacted(config, dictionary, embeddings, lam, mesh) -> NonnegLassoResult:
+@functools.partial(jax.jit, static_argnames=("config",))
+def _ws_step(embeddings, l1_penalty, state, dictionary, *, config):
+  return ws.outer_step(Problem(dictionary, embeddings, l1_penalty), state, config)
+
+
+# Buckets of fewer rows run the fused ``ws.outer_step`` (one executable): splitting off the interior-point
+# restart pays off on large batches only, and each split piece is one more compilation.
+_SPLIT_MIN_ROWS = 64
+
+
+def _working_set_compacted(
+  config, dictionary, embeddings, lam, mesh, split_min_rows: int = _SPLIT_MIN_ROWS
+) -> NonnegLassoResult:
   """The working-set iteration driven from the host, each outer iteration on the unconverged rows only.
 
   A batched loop costs as much per iteration as its slowest row needs; here the rows still running are
   gathered into a smaller bucket (``_bucket``) once enough have converged (on the Gaussian benchmark most
   converge after the first or second iteration; on the coherent one 99% after the third), the finished
   rows' states are kept on the host, and within an iteration the small problems' interior-point restart
-  runs on the rows that need it only (``_ws_outer_step``). The first iteration solves on
+  runs on the rows that need it only (``_ws_outer_step``; buckets under ``split_min_rows`` rows run the
+  fused ``ws.outer_step`` instead). The first iteration solves on
   ``config.first_size`` candidates. Rows are independent, so each row follows ``ws.outer_step``'s
   iteration (up to the extra active-set step a warm-solved row takes inside the batched solve).
   """
@@ -214,7 +227,11 @@ def _working_set_compacted(config, dictionary, embeddings, lam, mesh) -> NonnegL
     # Right after the first iteration on first_size candidates most supports change (97% of the warm
     # starts fail on the coherent benchmark): that iteration goes straight to the interior point.
     warm = not (it == 1 and 0 < config.first_size < config.working_size)
-    new = _ws_outer_step(config, dictionary, embeddings[rows], lam[rows], sub, mesh, warm=warm)
+    if len(rows) >= split_min_rows:
+      new = _ws_outer_step(config, dictionary, embeddings[rows], lam[rows], sub, mesh, warm=warm)
+    else:
+      step = functools.partial(_ws_step, config=config)
+      new = parallel.map_batched(step, (embeddings[rows], lam[rows], sub), (dictionary,), mesh=mesh)
     if it == 0:  # every row ran (rows == arange(total)); the candidates grow from first_size to K
       state = jax.tree.map(np.array, new)
     for a, b in zip(state, new, strict=True):
