@@ -13,7 +13,9 @@ Launch (~5 min at ~0.3 s/step on 2 quiet cores):
 ``world``: "full" (the CLIP's training world: every background, both sizes, 35% two objects), "single"
 (the same with one object) or "easy" (one large object on a plain background), or two joined by "+"
 (batches alternate between them, e.g. "easy+single"). Held-out images are single objects of the (last)
-world (``test`` split). Other knobs: ``patch_size``, ``hidden``, ``layers``,
+world (``test`` split). In "full", the label of a two-object image (35%) is the shape of object 0, which
+nothing marks as the main one, so those labels are a coin flip; "single" is the clean version of the
+question. Other knobs: ``patch_size``, ``hidden``, ``layers``,
 ``learning_rate``, ``steps``.
 
 Results (session 3, 2 busy cores, learning rate 2e-3 unless noted; held-out accuracy, chance 0.17):
