@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("--recon", choices=ceir._vae.RECON_LOSSES, default="bce", help="JAX loss (torch: bce)")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+  parser.add_argument(
+    "--torch-dtypes", default="float64,float32", help="PyTorch columns to run (comma list; float64 is slow)"
+  )
   parser.add_argument("--skip-projection", action="store_true")
   parser.add_argument(
     "--n",
@@ -307,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
   sizes = [s for s in preset["sizes"] if args.sizes is None or s[0] in args.sizes]
   stem = args.name or ("ceir_vae" if args.preset == "authors" else f"ceir_vae_{args.preset}")
   out = Path(args.out)
-  torch_dtypes = () if args.no_torch else ("float64", "float32")
+  torch_dtypes = () if args.no_torch else tuple(filter(None, args.torch_dtypes.split(",")))
+  bad = [dt for dt in torch_dtypes if dt not in ("float64", "float32")]
+  if bad:
+    parser.error(f"--torch-dtypes: unknown dtype(s) {bad}; choose from float64, float32")
   _, torch_note = _try_torch() if torch_dtypes else (None, "--no-torch")
   result = {
     "benchmark": "ceir_vae",
