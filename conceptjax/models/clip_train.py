@@ -101,6 +101,9 @@ class TrainConfig:
       loss can only be lowered through the others (shape, size, position), which breaks the plateau a plain
       run sits on once the easy cues are learned. Phases make a reproducible curriculum.
     seed: model init and data stream seed.
+    init_from: a saved CLIP directory (``export``'s output) to start from instead of a random init: its
+      weights and tokenizer are used (the model must have ``ModelConfig``'s sizes); the optimiser state and
+      the schedule start afresh. Empty: random init and a BPE trained on the world's captions.
     vocab_size: BPE vocabulary bound; tokenizer_corpus: captions the BPE is trained on.
     log_every, save_every: logging / checkpoint periods in steps.
   """
@@ -116,6 +119,7 @@ class TrainConfig:
   world: sw.WorldConfig = sw.WorldConfig()
   hard_batches: tuple[tuple[int, tuple[tuple[str, float], ...]], ...] = ()
   seed: int = 0
+  init_from: str = ""
   vocab_size: int = 1024
   tokenizer_corpus: int = 20_000
   log_every: int = 25
@@ -293,8 +297,31 @@ def _tokenizer_for(tc: TrainConfig, mc: ModelConfig, directory: Path) -> Any:
 
   if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
     return tok_lib.load(directory)
+  if tc.init_from:
+    tokenizer = tok_lib.load(tc.init_from)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
   corpus = sw.generate(tc.world, tc.tokenizer_corpus, seed=tc.seed, split="train").captions
   return tok_lib.train_clip_tokenizer(corpus, directory, vocab_size=tc.vocab_size, max_length=mc.max_length)
+
+
+def _pretrained_params(directory: str, like: Any) -> Any:
+  """The weights of the CLIP saved in ``directory``, checked against the tree and shapes of ``like``."""
+  import transformers
+
+  from conceptjax.errors import InputError
+
+  check(Path(directory, "config.json").is_file(), f"init_from {directory}: no config.json (not a saved CLIP)")
+  params = transformers.FlaxCLIPModel.from_pretrained(directory, local_files_only=True).params
+  want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(like)}
+  got = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  for key in sorted(want.keys() | got.keys()):
+    if want.get(key) != got.get(key):
+      raise InputError(
+        f"init_from {directory}: parameter {key} has shape {got.get(key)}, "
+        f"the ModelConfig needs {want.get(key)}"
+      )
+  return params
 
 
 def train(
@@ -330,6 +357,8 @@ def train(
   )
   tokenizer = _tokenizer_for(tc, mc, workdir / "tokenizer")
   model = make_model(mc, tokenizer, seed=tc.seed)
+  if tc.init_from:
+    model.params = _pretrained_params(tc.init_from, model.params)
   optimizer = make_optimizer(tc)
   state = TrainState(model.params, optimizer.init(model.params), jnp.zeros((), jnp.int32))
   state = parallel.replicate(state, mesh)

@@ -23,9 +23,9 @@ Shipped model (this config, 1,000 held-out images): zero-shot colour 0.96, backg
 from experiments.configs.common import parse_arg
 
 
-def get_config(arg=None):
-  config = parse_arg(
-    arg,
+def get_config(arg=None, **defaults):
+  """The config for ``arg``; ``defaults`` replace this stage's defaults (used by later stages)."""
+  base = dict(
     seed=0,
     runlocal=False,
     steps=6000,
@@ -35,7 +35,9 @@ def get_config(arg=None):
     learning_rate=2e-3,
     eval_num=1000,
     stop_at=0,  # > 0: stop (and export) after this step, as if the run were cut there.
+    init_from="",  # a saved CLIP directory to start from (clip_train.TrainConfig.init_from)
   )
+  config = parse_arg(arg, **{**base, **defaults})
   config.task = "shapesworld_clip"
   config.warmup_steps = 200
   # Hard-negative batches (clip_train.TrainConfig.hard_batches): half the batches share one background from

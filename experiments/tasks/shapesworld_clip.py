@@ -25,6 +25,7 @@ def settings(config) -> tuple[ct.TrainConfig, ct.ModelConfig]:
       (int(start), tuple((a, float(p)) for a, p in fixes)) for start, fixes in config.hard_batches
     ),
     seed=config.seed,
+    init_from=config.get("init_from", ""),
     vocab_size=config.vocab_size,
     tokenizer_corpus=config.tokenizer_corpus,
     log_every=config.log_every,

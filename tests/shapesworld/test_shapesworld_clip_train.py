@@ -55,6 +55,32 @@ def test_resume_equals_uninterrupted(runlocal, tmp_path):
     np.testing.assert_allclose(v, full[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
+def test_stage_two_starts_from_the_stage_one_model(runlocal, tmp_path):
+  """``init_from``: stage 2 begins at stage 1's weights and tokenizer (learning rate 0: unchanged)."""
+  import dataclasses
+
+  import transformers
+
+  from conceptjax.errors import InputError
+  from experiments.configs import shapesworld_clip_shape as stage2
+
+  config, workdir, _ = runlocal
+  s2 = stage2.get_config(f"runlocal=True,init_from='{workdir / 'model'}',learning_rate=0.0")
+  assert s2.hard_batches != config.hard_batches and s2.init_from == str(workdir / "model")
+  tc, mc = task.settings(s2)
+  _, tokenizer, state = ct.train(tc, mc, tmp_path / "s2")
+  assert (tmp_path / "s2" / "tokenizer" / "vocab.json").read_text() == (
+    workdir / "model" / "vocab.json"
+  ).read_text()
+  assert int(state.step) == s2.steps
+  start = _flat(transformers.FlaxCLIPModel.from_pretrained(workdir / "model").params)
+  for k, v in _flat(state.params).items():
+    np.testing.assert_array_equal(v, start[k], err_msg=k)
+  bigger = dataclasses.replace(mc, projection_dim=mc.projection_dim + 1)
+  with pytest.raises(InputError, match="init_from .*projection.* has shape"):
+    ct.train(tc, bigger, tmp_path / "s3")
+
+
 @pytest.mark.slow
 def test_sharded_equals_single_device(runlocal, tmp_path):
   import transformers
