@@ -1,32 +1,42 @@
-"""Stage 2 of the shipped ShapesWorld CLIP: fine-tune the stage-1 CLIP on batches that differ mostly in shape.
+"""Stages 2 and 3 of the shipped ShapesWorld CLIP: fine-tunes that teach shape, then restore background.
 
 Stage 1 (``shapesworld_clip.py``) learns colour and background but leaves shape near chance (0.25). The
 supervised probe (``shapesworld_shape_probe.py``) shows the same vision tower leaves its shape plateau after
-~1,000 steps when every batch carries a shape signal. This stage starts from stage 1's exported weights and
-tokenizer (``TrainConfig.init_from``), with a fresh optimiser and schedule, on hard-negative batches where
-background and colour are each fixed with probability 0.8 and size with 0.5: in most batches the captions
-differ only in shape, size and position, so the contrastive loss can only fall by reading shape.
+~1,000 steps when every batch carries a shape signal. Each stage here starts from the previous stage's
+exported weights and tokenizer (``TrainConfig.init_from``) with a fresh optimiser and schedule, on
+hard-negative batches (``TrainConfig.hard_batches``) that fix attributes at random:
 
-Launch (after stage 1 has run in workdirs/shapesworld_clip):
+- stage 2: background and colour each fixed with probability 0.8, size with 0.5: in most batches the
+  captions differ only in shape, size and position, so the contrastive loss can only fall by reading shape
+  (background zero-shot drops meanwhile: few batches still contrast backgrounds);
+- stage 3: background 0.5, colour 0.6, size 0.5: backgrounds are contrasted again in half the batches
+  while a third of them still differ only in shape, size and position.
 
-  python -m experiments.run --config experiments/configs/shapesworld_clip_shape.py \
-    --workdir workdirs/shapesworld_clip_shape
+Launch (after stage 1 has run in workdirs/shapesworld_clip; 3,000 steps each, ~25 min on 2 cores):
 
-then ship it: ``cp workdirs/shapesworld_clip_shape/model/* conceptjax/assets/shapesworld_clip/``.
-``init_from=...`` names another stage-1 model directory. Resumes like stage 1; ``stop_at`` cuts it.
+  python -m experiments.run --config experiments/configs/shapesworld_clip_shape.py:stage=2 \
+    --workdir workdirs/shapesworld_clip_shape2
+  python -m experiments.run --config experiments/configs/shapesworld_clip_shape.py:stage=3 \
+    --workdir workdirs/shapesworld_clip_shape3
+
+then ship stage 3: ``cp workdirs/shapesworld_clip_shape3/model/* conceptjax/assets/shapesworld_clip/``.
+``init_from=...`` names another starting model directory. Runs resume like stage 1; ``stop_at`` cuts them.
 """
 
+from conceptjax.errors import check
 from experiments.configs import shapesworld_clip
+
+HARD_BATCHES = {
+  2: (("background", 0.8), ("color", 0.8), ("size", 0.5)),
+  3: (("background", 0.5), ("color", 0.6), ("size", 0.5)),
+}
+START = {2: "workdirs/shapesworld_clip/model", 3: "workdirs/shapesworld_clip_shape2/model"}
 
 
 def get_config(arg=None):
-  config = shapesworld_clip.get_config(
-    arg,
-    steps=3000,
-    cooldown_steps=300,
-    learning_rate=1e-3,
-    init_from="workdirs/shapesworld_clip/model",
-  )
+  config = shapesworld_clip.get_config(arg, stage=2, steps=3000, cooldown_steps=300, learning_rate=1e-3)
+  check(config.stage in HARD_BATCHES, f"stage must be one of {sorted(HARD_BATCHES)}, got {config.stage}")
+  config.init_from = config.init_from or START[config.stage]
   config.warmup_steps = 200
-  config.hard_batches = ((0, (("background", 0.8), ("color", 0.8), ("size", 0.5))),)
+  config.hard_batches = ((0, HARD_BATCHES[config.stage]),)
   return config
