@@ -122,15 +122,16 @@ def _ws_start(embeddings, l1_penalty, dictionary, *, config):
 
 @functools.partial(jax.jit, static_argnames=("config", "warm"))
 def _ws_warm(embeddings, l1_penalty, state, dictionary, *, config, warm=True):
-  """(small problems [B], w [B, K] after the warm active-set steps, ok [B]: the small problem is solved).
+  """(small problems [B], w [B, K] after the warm active-set steps, ok [B]: the small problem is solved,
+  atoms [B, K, d] of the candidates, passed on to ``_ws_certify`` instead of gathered again).
 
   ``warm=False`` skips the active-set steps (every row then goes to the interior point)."""
-  _, qp = ws.restricted_qp(Problem(dictionary, embeddings, l1_penalty), state.indices)
+  atoms, qp = ws.restricted_qp(Problem(dictionary, embeddings, l1_penalty), state.indices)
   tol = ws.inner_tol(config, embeddings.dtype)
   if not warm:
-    return qp, state.weights, jnp.zeros(state.weights.shape[:1], bool)
+    return qp, state.weights, jnp.zeros(state.weights.shape[:1], bool), atoms
   w, _ = _gram.warm_phase(qp, state.weights, tol=tol, warm_iter=config.warm_iter, serial=config.serial_lapack)
-  return qp, w, _gram.qp_kkt(qp, w) <= tol
+  return qp, w, _gram.qp_kkt(qp, w) <= tol, atoms
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -151,8 +152,8 @@ def _ws_cold(qp, w, *, config):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _ws_certify(embeddings, l1_penalty, state, w, dictionary, *, config):
-  return ws.certify(Problem(dictionary, embeddings, l1_penalty), state, w, config)
+def _ws_certify(embeddings, l1_penalty, state, w, atoms, dictionary, *, config):
+  return ws.certify(Problem(dictionary, embeddings, l1_penalty), state, w, config, atoms)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -174,7 +175,7 @@ def _ws_outer_step(config, dictionary, embeddings, lam, state, mesh, warm=True) 
   the rows whose warm start failed only (gathered into a bucket of their own)."""
   sub = (embeddings, lam)
   warm_fn = functools.partial(_ws_warm, config=config, warm=warm)
-  qp, w, ok = parallel.map_batched(warm_fn, (*sub, state), (dictionary,), mesh=mesh)
+  qp, w, ok, atoms = parallel.map_batched(warm_fn, (*sub, state), (dictionary,), mesh=mesh)
   w = np.array(w)
   fail = np.nonzero(~np.asarray(ok))[0]
   if fail.size:
@@ -187,7 +188,7 @@ def _ws_outer_step(config, dictionary, embeddings, lam, state, mesh, warm=True) 
     )
     w[fail] = np.asarray(part)[: fail.size]
   certify = functools.partial(_ws_certify, config=config)
-  return parallel.map_batched(certify, (*sub, state, w), (dictionary,), mesh=mesh)
+  return parallel.map_batched(certify, (*sub, state, w, atoms), (dictionary,), mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -242,7 +242,14 @@ def _interior_point(qp: GramQP, *, tol: float, max_iter: int, serial: bool = Fal
   def error(state: _IPMState) -> jax.Array:
     return jnp.max(state.w * state.mu, axis=-1)  # complementarity gap (dual feasibility is kept by Newton)
 
-  init = _IPMState(jnp.ones((b, k), dtype), jnp.ones((b, k), dtype))
+  # Scale-aware start: w_j ~ |q_j| / Q_jj and mu_j ~ |q_j| (row means, a quarter of each). On the coherent
+  # benchmark's small problems (K = 32, 64) this takes at most 10 iterations where w = mu = 1 took 12-14.
+  w0 = 0.25 * jnp.mean(jnp.abs(lin) / jnp.diagonal(hess, axis1=-2, axis2=-1), axis=-1, keepdims=True)
+  mu0 = 0.25 * jnp.mean(jnp.abs(lin), axis=-1, keepdims=True)
+  init = _IPMState(
+    jnp.broadcast_to(jnp.where(w0 > 0, w0, 1.0), (b, k)),
+    jnp.broadcast_to(jnp.where(mu0 > 0, mu0, 1.0), (b, k)),
+  )
   state, _ = fixed_point_loop(step, init, error, tol=tol, max_iter=max_iter)
   return jnp.where(qp.valid & (state.w > state.mu), state.w, 0.0)
 
