@@ -55,3 +55,19 @@ def test_vocabulary_names_every_attribute_value_and_clean_distractors():
   assert set(t.background_concepts(concepts, meaning)) == {
     f for forms in sw.SYNONYMS["background"].values() for f in forms
   }
+
+
+def test_meaning_groups_pool_synonyms_and_keep_distractors_apart():
+  from conceptjax import splice
+
+  groups, keys = t.meaning_groups(MEANING)
+  assert len(keys) == 5 and groups[2] == groups[4] and len({groups[3], groups[5], groups[0]}) == 3
+  assert keys[groups[4]] == ("background", "water") and keys[groups[3]] == ("distractor", 3)
+  indices = np.array([[2, 4, -1], [0, 4, 3], [1, -1, -1]])
+  values = np.array([[0.2, 0.3, 0.0], [0.5, 0.1, 0.4], [0.7, 0.0, 0.0]], np.float32)
+  pooled = t.group_codes(indices, groups)
+  assert pooled[0, 2] == -1 and pooled[0, 0] == pooled[0, 1] == groups[2]
+  hist = splice.class_histograms(pooled, values, np.array([0, 0, 1]), 2, len(keys))
+  # Class 0 (rows 0 and 1): water named by "water" and "sea" adds up: (0.2 + 0.3 + 0.1) / 2 images.
+  np.testing.assert_allclose(hist.mean_weight[0, groups[2]], 0.3, rtol=1e-6)
+  np.testing.assert_allclose(hist.mean_weight[1, groups[1]], 0.7, rtol=1e-6)
