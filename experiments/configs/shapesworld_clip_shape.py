@@ -39,11 +39,13 @@ HARD_BATCHES = {
   2: (("background", 0.8), ("color", 0.8), ("size", 0.5)),
   3: (("background", 0.5), ("color", 0.6), ("size", 0.5)),
   4: (("background", 0.5), ("color", 0.6), ("size", 0.5)),
+  5: (("background", 0.3), ("color", 0.5), ("size", 0.5)),
 }
 START = {
   2: "workdirs/shapesworld_clip/model",
   3: "workdirs/shapesworld_clip_shape2/model",
   4: "workdirs/shapesworld_clip_shape3/model",
+  5: "workdirs/shapesworld_clip_shape4/model",
 }
 
 
