@@ -19,7 +19,7 @@ def test_default_workdir_is_per_argument_set():
 
 
 def test_workdir_of_another_config_is_refused_before_anything_runs(tmp_path):
-  io.write_text(tmp_path / "config.json", shapesworld_shape_probe.get_config("seed=0").to_json())
+  io.write_text(tmp_path / "config.json", shapesworld_shape_probe.get_config("seed=0,world='full'").to_json())
   with pytest.raises(
     InputError, match=r"holds a run of another config \(seed: 0 -> 1; world: .full. -> .nowhere.\)"
   ):
