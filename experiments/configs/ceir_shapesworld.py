@@ -11,9 +11,10 @@ acc_kmeans_clip (k-means on raw CLIP image embeddings), acc_kmeans_concepts (on 
 attribution_precision_at_3. Targets: acc >= 0.9 and above both baselines; precision@3 >= 0.8.
 
 Measured (defaults, inductive, seed 0):
-- CLIP shipped in session 4 (stage 4; zero-shot shape 0.89, colour 0.90, background 0.85), 99 s: acc 0.397,
-  nmi 0.254, ari 0.154; acc_kmeans_clip 0.409, acc_kmeans_concepts 0.425; attribution_precision_at_3 0.699.
-  Targets MISSED: the CLIP embedding now holds shape (a linear probe reads it), but unsupervised k = 6
+- CLIP shipped in session 4 (stage 5; zero-shot shape 0.97, colour 0.98, background 1.0), ~100 s: acc 0.382,
+  nmi 0.264, ari 0.160; acc_kmeans_clip 0.394, acc_kmeans_concepts 0.356; attribution_precision_at_3 0.741.
+  (Stage 4's CLIP: acc 0.397, k-means 0.409 / 0.425, precision@3 0.699.)
+  Targets MISSED: the CLIP embedding now holds shape, but unsupervised k = 6
   clusters need not follow shape rather than colour or background (not measured yet).
 - (488 s under load average ~14) CLIP shipped 22:28 UTC 2026-11-23 (6,000 steps; zero-shot shape 0.25,
   colour 0.96, background 0.75):

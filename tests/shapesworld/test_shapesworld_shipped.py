@@ -26,22 +26,9 @@ def shipped_metrics():
   return ct.evaluate(bundle.encode_images, bundle.encode_texts, num=300, seed=12345)
 
 
-def test_shipped_model_loads_and_reads_colours(shipped_metrics):
-  assert shipped_metrics["zeroshot_color"] >= FLOOR, shipped_metrics
-
-
-# The shipped checkpoint (stage 1: 6,000 steps of 64 pairs; stages 2-4: 3,000 fine-tuning steps each with
-# hard-negative batches, see experiments/configs/shapesworld_clip*.py) reads colour (0.896 on 1,000 held-out
-# images, 0.907 on these 300) and now shape (0.89 / 0.83) but not yet at the floor, nor background
-# (0.85 / 0.82). The floor stays a strict xfail for those two (a checkpoint that meets it turns this
-# into a failure that asks for the mark to go); the regression floors below hold the shipped checkpoint to
-# what it measured on these 300 images.
-@pytest.mark.xfail(reason="shipped tiny CLIP: zero-shot shape 0.83, background 0.82 here", strict=True)
-@pytest.mark.parametrize("attr", ["shape", "background"])
+# The shipped checkpoint (stage 1: 6,000 steps of 64 pairs; stages 2-5: 3,000 fine-tuning steps each with
+# hard-negative batches, see experiments/configs/shapesworld_clip*.py) measured zero-shot shape 0.973, colour
+# 0.982, background 1.0 on 1,000 held-out images (0.96 / 0.993 / 1.0 on these 300).
+@pytest.mark.parametrize("attr", ["shape", "color", "background"])
 def test_shipped_model_meets_zero_shot_floor(shipped_metrics, attr):
   assert shipped_metrics[f"zeroshot_{attr}"] >= FLOOR, shipped_metrics
-
-
-@pytest.mark.parametrize("attr, floor", [("shape", 0.8), ("background", 0.78)])
-def test_shipped_model_regression_floor(shipped_metrics, attr, floor):
-  assert shipped_metrics[f"zeroshot_{attr}"] >= floor, shipped_metrics
