@@ -336,8 +336,8 @@ def run(config, workdir) -> dict:
   )
   hist = splice.class_histograms(corr_codes.indices, corr_codes.values, y_corr, 2, c)
   # The same per attribute value: synonyms ("water", "the sea", ...) pooled into one concept.
-  groups, group_keys = meaning_groups(meaning)
-  corr_groups = group_codes(corr_codes.indices, groups)
+  concept_group, group_keys = meaning_groups(meaning)
+  corr_groups = group_codes(corr_codes.indices, concept_group)
   g_hist = splice.class_histograms(corr_groups, corr_codes.values, y_corr, 2, len(group_keys))
   g_sep = splice.class_separation(
     key, corr_groups, corr_codes.values, y_corr, 2, len(group_keys), num_permutations=config.permutations
