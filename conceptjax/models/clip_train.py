@@ -38,7 +38,7 @@ import optax
 
 from conceptjax import parallel
 from conceptjax.data import shapesworld as sw
-from conceptjax.errors import check
+from conceptjax.errors import InputError, check
 
 __all__ = [
   "SHIPPED_DIR",
@@ -309,8 +309,6 @@ def _pretrained_params(directory: str, like: Any) -> Any:
   """The weights of the CLIP saved in ``directory``, checked against the tree and shapes of ``like``."""
   import transformers
 
-  from conceptjax.errors import InputError
-
   check(Path(directory, "config.json").is_file(), f"init_from {directory}: no config.json (not a saved CLIP)")
   params = transformers.FlaxCLIPModel.from_pretrained(directory, local_files_only=True).params
   want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(like)}
@@ -486,6 +484,38 @@ def evaluate(
   caps = np.array(mixed.captions, dtype=object)
   out["retrieval_r1_i2t"] = float((caps[sim.argmax(1)] == caps).mean())
   out["retrieval_r1_t2i"] = float((sim.argmax(0) == np.arange(num)).mean())
+  return out
+
+
+def linear_probe(
+  encode_images: Callable[[np.ndarray], np.ndarray],
+  *,
+  num_train: int = 3000,
+  num_test: int = 1000,
+  seed: int = 5,
+  world: sw.WorldConfig | None = None,
+) -> dict[str, float]:
+  """Held-out accuracy of a logistic regression per attribute on a CLIP's image embeddings.
+
+  What the image tower holds, apart from whether the text tower names it: fitted on ``num_train``
+  single-object ``train`` images, scored on ``num_test`` ``test`` images (scikit-learn, C=10).
+
+  Returns:
+    {"probe_shape", "probe_color", "probe_background"}.
+  """
+  from sklearn.linear_model import LogisticRegression
+
+  world = dataclasses.replace(sw.WorldConfig() if world is None else world, max_objects=1)
+  train = sw.generate(world, num_train, seed=seed, split="train")
+  test = sw.generate(world, num_test, seed=seed, split="test")
+  f_train, f_test = encode_images(train.images), encode_images(test.images)
+  out = {}
+  for attr in ("shape", "color", "background"):
+    y_train, y_test = (
+      (s.background if attr == "background" else getattr(s, attr)[:, 0]) for s in (train, test)
+    )
+    clf = LogisticRegression(max_iter=2000, C=10).fit(f_train, y_train)
+    out[f"probe_{attr}"] = float(clf.score(f_test, y_test))
   return out
 
 
