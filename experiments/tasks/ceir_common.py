@@ -54,6 +54,11 @@ def precision_at_k(top: np.ndarray, truth: Callable[[int], set[int]]) -> float:
   return float(np.mean([len(set(map(int, row)) & truth(i)) / len(row) for i, row in enumerate(top)]))
 
 
+def kmeans_accuracy(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
+  """ACC of k-means on ``x`` against ``labels``, with k = the number of distinct labels."""
+  return ceir.cluster_accuracy(labels, ceir.kmeans(x, len(np.unique(labels)), seed=seed))
+
+
 def run_ceir(
   config,
   workdir: str | Path,
@@ -63,13 +68,18 @@ def run_ceir(
   test: Split,
   *,
   truth: Callable[[int], set[int]] | None = None,
+  attributes: dict[str, np.ndarray] | None = None,
 ) -> dict:
   """Runs the CEIR pipeline; ``truth(i)`` gives the indices (into ``concepts``) of test image i's true
-  attributes, for ``attribution_precision_at_3``.
+  attributes, for ``attribution_precision_at_3``; ``attributes`` maps names to other [N] test labelings
+  (e.g. shape, colour, background): k-means with k = each labeling's number of values on the latent and on
+  the raw teacher similarities is scored against it (ACC), to show which labeling they cluster by.
 
   Returns:
-    Metrics: acc, nmi, ari, acc_kmeans_clip, acc_kmeans_concepts, acc_kmeans_teacher, concept counts after
-    each filter, attribution_precision_at_3 (when ``truth``), IG completeness gap, open-world top labels.
+    Metrics: acc, nmi, ari, acc_kmeans_clip, acc_kmeans_concepts, acc_kmeans_teacher,
+    acc_by_attribute(_teacher) (with ``attributes``), concept counts after each filter,
+    attribution_precision_at_3 and concept_score_precision_at_3 (with ``truth``), IG completeness gap,
+    open-world top labels.
   """
   workdir = Path(workdir)
   check(
@@ -121,6 +131,11 @@ def run_ceir(
     "acc_kmeans_clip": ceir.cluster_accuracy(test.labels, ceir.kmeans(feats, k, seed=config.seed)),
     "acc_kmeans_concepts": ceir.cluster_accuracy(test.labels, ceir.kmeans(z_test, k, seed=config.seed)),
     "acc_kmeans_teacher": ceir.cluster_accuracy(test.labels, ceir.kmeans(test.teacher, k, seed=config.seed)),
+    # Which labeling does each representation cluster by? k-means with k = that labeling's number of values.
+    "acc_by_attribute": {a: kmeans_accuracy(latent, y, config.seed) for a, y in (attributes or {}).items()},
+    "acc_by_attribute_teacher": {
+      a: kmeans_accuracy(test.teacher, y, config.seed) for a, y in (attributes or {}).items()
+    },
     "num_concepts": len(concepts),
     "num_after_filter_a": int(keep_a.sum()),
     "num_after_filter_b": int(kept_b.sum()),
@@ -147,6 +162,9 @@ def run_ceir(
   if truth is not None:
     metrics["attribution_precision_at_3"] = precision_at_k(top3, truth)
     metrics["attribution_precision_at_3_signed"] = precision_at_k(top3_signed, truth)
+    # Baseline without the VAE: the image's three highest z-scored concept scores.
+    top3_scores = concept_idx[np.asarray(ceir.top_concepts(z_test[:n_attr], 3))]
+    metrics["concept_score_precision_at_3"] = precision_at_k(top3_scores, truth)
   labels = ceir.open_world_labels(contrib, config.open_world_threshold)
   final_names = [concepts[i] for i in concept_idx]
   metrics["open_world_top"] = ceir.label_names(labels, final_names, top=10)

@@ -1,10 +1,14 @@
 """Task: CEIR on ShapesWorld with the shipped tiny CLIP; clusters are the shape classes.
 
-The concept list is the world's words (every surface form of every shape, colour, size and background value)
-plus distractor words that name nothing in the world. The same CLIP serves as teacher (image-text
-similarities) and backbone (image features): there is only one ShapesWorld CLIP. Ground truth makes the
-attributions checkable: ``attribution_precision_at_3`` is the share of each test image's three most
-attributed concepts that name one of its true attributes.
+Concept lists (``concepts=``): ``'world'`` (default) holds the world's words (every surface form of every
+shape, colour, size and background value); ``'shape'`` holds the class attribute's words only, the analogue
+of CEIR's per-class concept lists, which describe the classes. Both add distractor words that name nothing in
+the world unless ``distractors=False``. The same CLIP serves as teacher (image-text similarities) and backbone
+(image features): there is only one ShapesWorld CLIP. Ground truth makes the results checkable:
+``attribution_precision_at_3`` is the share of each test image's three most attributed concepts that name one
+of its true attributes, and ``acc_by_attribute`` (``_teacher``) scores k-means on the latent (on the raw
+teacher similarities) against each attribute, with k = that attribute's number of values: it shows which
+attribute a representation clusters by.
 """
 
 from __future__ import annotations
@@ -26,16 +30,23 @@ DISTRACTORS = (
 SHIPPED_CLIP = Path(conceptjax.__file__).parent / "assets" / "shapesworld_clip"
 
 
-def world_concepts() -> tuple[list[str], list[tuple[str, str] | None]]:
-  """Concept strings and, for each, the (attribute, value) it names (None for distractors)."""
+ATTRIBUTES = ("shape", "color", "size", "background")
+CONCEPT_LISTS = {"world": ATTRIBUTES, "shape": ("shape",)}
+
+
+def world_concepts(
+  attributes=ATTRIBUTES, distractors: bool = True
+) -> tuple[list[str], list[tuple[str, str] | None]]:
+  """Concept strings naming ``attributes``' values, then (with ``distractors``) the distractor words; for
+  each, the (attribute, value) it names (None for distractors)."""
   concepts, meaning = [], []
-  for attr in ("shape", "color", "size", "background"):
+  for attr in attributes:
     for value, forms in sw.SYNONYMS[attr].items():
       for form in forms:
         if form not in concepts:
           concepts.append(form)
           meaning.append((attr, value))
-  for d in DISTRACTORS:
+  for d in DISTRACTORS if distractors else ():
     concepts.append(d)
     meaning.append(None)
   return concepts, meaning
@@ -50,6 +61,12 @@ def true_attributes(samples: sw.Samples, i: int) -> set[tuple[str, str]]:
   return out
 
 
+def main_attribute(samples: sw.Samples, attr: str) -> np.ndarray:
+  """[N] value index of ``attr`` for the main (first) object, or the background."""
+  values = getattr(samples, attr)
+  return values if values.ndim == 1 else values[:, 0]
+
+
 def run(config, workdir) -> dict:
   from conceptjax.models import clip
 
@@ -59,8 +76,12 @@ def run(config, workdir) -> dict:
     f"ShapesWorld CLIP not found at {clip_dir}: train and ship it with "
     "experiments/configs/shapesworld_clip.py or pass clip=DIR",
   )
+  check(
+    config.concepts in CONCEPT_LISTS,
+    f"concepts must be one of {sorted(CONCEPT_LISTS)}, got {config.concepts!r}",
+  )
   model = clip.load(clip_dir)
-  concepts, meaning = world_concepts()
+  concepts, meaning = world_concepts(CONCEPT_LISTS[config.concepts], config.distractors)
   world = sw.WorldConfig(max_objects=config.max_objects, image_size=config.image_size)
   splits = {}
   test_samples = None
@@ -83,7 +104,18 @@ def run(config, workdir) -> dict:
   def truth(i: int) -> set[int]:
     return {j for m in true_attributes(test_samples, i) for j in index.get(m, [])}
 
-  metrics = run_ceir(config, workdir, concepts, splits["train"], splits["val"], splits["test"], truth=truth)
+  attributes = {a: main_attribute(test_samples, a) for a in ATTRIBUTES}
+  metrics = run_ceir(
+    config,
+    workdir,
+    concepts,
+    splits["train"],
+    splits["val"],
+    splits["test"],
+    truth=truth,
+    attributes=attributes,
+  )
+  metrics["concepts"] = config.concepts
   metrics["clip"] = str(clip_dir)
   metrics["num_clusters"] = int(config.num_clusters)
   metrics["chance_acc"] = float(np.max(np.bincount(splits["test"].labels)) / len(splits["test"].labels))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conceptjax import ceir, io
+from conceptjax.errors import InputError
 from experiments import run as runner
 
 
@@ -31,7 +32,7 @@ def _check_artifacts(metrics, workdir):
 def test_ceir_synthetic_runlocal_planted_truth(tmp_path):
   config = runner.load_config("experiments/configs/ceir_synthetic.py:runlocal=True")
   metrics = runner.run(config, tmp_path)
-  assert KEYS | {"attribution_precision_at_3"} <= set(metrics)
+  assert KEYS | {"attribution_precision_at_3", "concept_score_precision_at_3"} <= set(metrics)
   assert metrics["filters_exact"]  # filters A and B removed exactly the planted dead and noise concepts
   assert metrics["num_concepts"] - metrics["num_after_filter_b"] == metrics["planted_dead_and_noise"]
   assert metrics["attribution_precision_at_3"] >= 0.8  # top "x" concepts are present attributes
@@ -44,9 +45,13 @@ def test_ceir_synthetic_runlocal_planted_truth(tmp_path):
 def test_ceir_shapesworld_runlocal(tmp_path, random_clip):
   config = runner.load_config(f"experiments/configs/ceir_shapesworld.py:runlocal=True,clip={random_clip}")
   metrics = runner.run(config, tmp_path)
-  assert KEYS | {"attribution_precision_at_3"} <= set(metrics)
+  assert KEYS | {"attribution_precision_at_3", "concept_score_precision_at_3"} <= set(metrics)
   assert 0.0 <= metrics["attribution_precision_at_3"] <= 1.0 and metrics["protocol"] == "inductive"
   assert metrics["num_test"] == 256 and metrics["num_concepts"] == 56
+  for key in ("acc_by_attribute", "acc_by_attribute_teacher"):
+    assert set(metrics[key]) == {"shape", "color", "size", "background"}
+    assert all(0.0 < v <= 1.0 for v in metrics[key].values())
+  assert metrics["acc_by_attribute"]["shape"] == pytest.approx(metrics["acc"])  # same k, same seed
   _check_artifacts(metrics, tmp_path)
   assert io.read_json(tmp_path / "metrics.json")["acc"] == metrics["acc"]
 
@@ -71,3 +76,35 @@ def test_ceir_images_on_mock_cifar10_transductive_and_resume(tmp_path, random_cl
   stores = sorted(p.name for p in (tmp_path / "w" / "embeddings").glob("*/*"))
   assert stores == ["cifar10_test", "cifar10_train"]
   assert np.isfinite(metrics["vae_final_loss"])
+
+
+def test_shapesworld_concept_lists():
+  from conceptjax.data import shapesworld as sw
+  from experiments.tasks import ceir_shapesworld as t
+
+  world, meaning = t.world_concepts()
+  assert len(world) == 56 and meaning.count(None) == len(t.DISTRACTORS)
+  shape, meaning = t.world_concepts(t.CONCEPT_LISTS["shape"], distractors=False)
+  assert sorted(shape) == sorted(f for forms in sw.SYNONYMS["shape"].values() for f in forms)
+  assert {m[0] for m in meaning} == {"shape"}
+  config = runner.load_config("experiments/configs/ceir_shapesworld.py:concepts='colour'")
+  with pytest.raises(InputError, match="concepts must be one of"):
+    runner.run(config, "/nonexistent")
+
+
+def test_shipped_clip_concept_scores_cluster_by_what_the_list_names():
+  """Ground truth behind the ShapesWorld CEIR results: with the shipped CLIP, k-means on the teacher
+  similarities of the world's words groups images by background; on the shape words alone, by shape."""
+  from conceptjax.data import shapesworld as sw
+  from conceptjax.models import clip
+  from experiments.tasks import ceir_shapesworld as t
+  from experiments.tasks.ceir_common import kmeans_accuracy
+
+  model = clip.load(t.SHIPPED_CLIP)
+  s = sw.generate(sw.WorldConfig(max_objects=1, image_size=64), 600, seed=7, split="test")
+  for concepts, attr in (("world", "background"), ("shape", "shape")):
+    words, _ = t.world_concepts(t.CONCEPT_LISTS[concepts], distractors=False)
+    p, _ = ceir.clip_teacher_similarities(model, s.images, words)
+    acc = {a: kmeans_accuracy(np.asarray(p), t.main_attribute(s, a), 0) for a in t.ATTRIBUTES}
+    assert acc[attr] >= 0.9, (concepts, acc)
+    assert all(v < 0.6 for a, v in acc.items() if a not in (attr, "size")), (concepts, acc)
