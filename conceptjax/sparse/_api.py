@@ -121,22 +121,24 @@ def _ws_start(embeddings, l1_penalty, dictionary, *, config):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "warm"))
-def _ws_warm(embeddings, l1_penalty, state, dictionary, *, config, warm=True):
+def _ws_warm(embeddings, l1_penalty, indices, weights, dictionary, *, config, warm=True):
   """(small problems [B], w [B, K] after the warm active-set steps, ok [B]: the small problem is solved,
   atoms [B, K, d] of the candidates, passed on to ``_ws_certify`` instead of gathered again).
 
   ``warm=False`` skips the active-set steps (every row then goes to the interior point)."""
-  atoms, qp = ws.restricted_qp(Problem(dictionary, embeddings, l1_penalty), state.indices)
+  atoms, qp = ws.restricted_qp(Problem(dictionary, embeddings, l1_penalty), indices)
   tol = ws.inner_tol(config, embeddings.dtype)
   if not warm:
-    return qp, state.weights, jnp.zeros(state.weights.shape[:1], bool), atoms
-  w, _ = _gram.warm_phase(qp, state.weights, tol=tol, warm_iter=config.warm_iter, serial=config.serial_lapack)
+    return qp, weights, jnp.zeros(weights.shape[:1], bool), atoms
+  w, _ = _gram.warm_phase(qp, weights, tol=tol, warm_iter=config.warm_iter, serial=config.serial_lapack)
   return qp, w, _gram.qp_kkt(qp, w) <= tol, atoms
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _ws_cold(qp, w, *, config):
-  """[B, K] solution of rows whose warm start failed: interior point, then active-set steps."""
+def _ws_cold(rows, w, qp, *, config):
+  """[B, K] solution of the small problems ``rows`` [B] of ``qp`` (warm start ``w`` [B, K] failed):
+  interior point, then active-set steps."""
+  qp = jax.tree.map(lambda a: a[rows], qp)
   b = w.shape[0]
   w, _ = _gram.cold_phase(
     qp,
@@ -152,8 +154,15 @@ def _ws_cold(qp, w, *, config):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _ws_certify(embeddings, l1_penalty, state, w, atoms, dictionary, *, config):
-  return ws.certify(Problem(dictionary, embeddings, l1_penalty), state, w, config, atoms)
+def _ws_rough(rows, qp, *, config):
+  """[B, K] rough solution (``_gram.rough_solve``) of the small problems ``rows`` [B] of ``qp``."""
+  qp = jax.tree.map(lambda a: a[rows], qp)
+  return _gram.rough_solve(qp, ipm_iter=config.rough_iter, serial=config.serial_lapack)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _ws_certify(embeddings, l1_penalty, indices, w, atoms, dictionary, *, config):
+  return ws.certify(Problem(dictionary, embeddings, l1_penalty), indices, w, config, atoms)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -172,23 +181,33 @@ def _bucket(rows: np.ndarray, total: int, factor: int = 4) -> np.ndarray:
 
 def _ws_outer_step(config, dictionary, embeddings, lam, state, mesh, warm=True) -> ws.WorkingSetState:
   """``ws.outer_step`` on a bucket of rows, with the small problems' cold restart (interior point) run on
-  the rows whose warm start failed only (gathered into a bucket of their own)."""
+  the rows whose warm start failed only (gathered into a bucket of their own). Of those, the rows whose
+  violators overflowed the candidates (``state.overflow``) get a rough solve instead (``_gram.rough_solve``,
+  unless ``config.rough_iter`` is 0): they almost never certify at this iteration, and the candidates
+  picked from the rough solution are as good.
+
+  ``embeddings`` and ``lam`` are host (numpy) arrays: indexing them costs nothing, where every eager
+  gather from a device array costs a few milliseconds of dispatch on CPU."""
   sub = (embeddings, lam)
   warm_fn = functools.partial(_ws_warm, config=config, warm=warm)
-  qp, w, ok, atoms = parallel.map_batched(warm_fn, (*sub, state), (dictionary,), mesh=mesh)
+  qp, w, ok, atoms = parallel.map_batched(
+    warm_fn, (*sub, state.indices, state.weights), (dictionary,), mesh=mesh
+  )
   w = np.array(w)
-  fail = np.nonzero(~np.asarray(ok))[0]
-  if fail.size:
-    rows = _bucket(fail, len(w), factor=2)
-    part = parallel.map_batched(
-      functools.partial(_ws_cold, config=config),
-      (jax.tree.map(lambda a: a[rows], qp), w[rows]),
-      (),
-      mesh=mesh,
-    )
-    w[fail] = np.asarray(part)[: fail.size]
+  failed = ~np.asarray(ok)
+  rough = failed & state.overflow & (config.rough_iter > 0)
+  cold = np.nonzero(failed & ~rough)[0]
+  if cold.size:
+    rows = _bucket(cold, len(w), factor=2)
+    part = parallel.map_batched(functools.partial(_ws_cold, config=config), (rows, w[rows]), (qp,), mesh=mesh)
+    w[cold] = np.asarray(part)[: cold.size]
+  rough = np.nonzero(rough)[0]
+  if rough.size:
+    rows = _bucket(rough, len(w), factor=2)
+    part = parallel.map_batched(functools.partial(_ws_rough, config=config), (rows,), (qp,), mesh=mesh)
+    w[rough] = np.asarray(part)[: rough.size]
   certify = functools.partial(_ws_certify, config=config)
-  return parallel.map_batched(certify, (*sub, state, w, atoms), (dictionary,), mesh=mesh)
+  return parallel.map_batched(certify, (*sub, state.indices, w, atoms), (dictionary,), mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -213,13 +232,15 @@ def _working_set_compacted(
   runs on the rows that need it only (``_ws_outer_step``; buckets under ``split_min_rows`` rows run the
   fused ``ws.outer_step`` instead). The first iteration solves on
   ``config.first_size`` candidates. Rows are independent, so each row follows ``ws.outer_step``'s
-  iteration (up to the extra active-set step a warm-solved row takes inside the batched solve).
+  iteration (up to the extra active-set step a warm-solved row takes inside the batched solve, and the
+  rough solve of rows whose violators overflowed the candidates, see ``_ws_outer_step``).
   """
   total = embeddings.shape[0]
   state = parallel.map_batched(
     functools.partial(_ws_start, config=config), (embeddings, lam), (dictionary,), mesh=mesh
   )
   state = jax.tree.map(np.array, state)
+  embeddings, lam = np.asarray(embeddings), np.asarray(lam)  # rows are picked on the host from here on
   iterations = np.zeros(total, np.int32)
   todo = np.arange(total)
   for it in range(config.max_iter):

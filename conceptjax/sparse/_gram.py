@@ -54,9 +54,25 @@ class GramQP(NamedTuple):
   valid: jax.Array
 
 
+def batched_gram(atoms: jax.Array) -> jax.Array:
+  """[B, K, K] ``A A^T`` per row of [B, K, d] atoms.
+
+  On CPU one product per row (``lax.map``): XLA's CPU batched product runs at about half the speed of
+  its plain one here (B=256, K=64, d=512: 52-63 ms against 31-40 ms, single-threaded either way).
+  Elsewhere one batched product."""
+
+  def per_row(a):
+    return jax.lax.map(lambda m: jnp.matmul(m, m.T, precision=HIGHEST), a)
+
+  def batched(a):
+    return jnp.einsum("bkd,bld->bkl", a, a, precision=HIGHEST)
+
+  return jax.lax.platform_dependent(atoms, cpu=per_row, default=batched)
+
+
 def gram_qp(atoms: jax.Array, embeddings: jax.Array, l1_penalty: jax.Array, valid: jax.Array) -> GramQP:
   """Builds the small problem from gathered atoms [B, K, d] and embeddings [B, d]."""
-  gram = jnp.einsum("bkd,bld->bkl", atoms, atoms, precision=HIGHEST)
+  gram = batched_gram(atoms)
   linear = jnp.einsum("bkd,bd->bk", atoms, embeddings, precision=HIGHEST)
   return GramQP(gram, linear, l1_penalty, valid)
 
@@ -291,6 +307,16 @@ def solve_gram_qp(
     lambda w: (w, iters),
     w,
   )
+
+
+def rough_solve(qp: GramQP, *, ipm_iter: int, serial: bool = False) -> jax.Array:
+  """[B, K] approximate solution: ``ipm_iter`` interior-point steps, no active-set polish.
+
+  For rows whose solution only serves to pick the next candidates (``WorkingSetState.overflow``): on the
+  coherent benchmark 6 steps leave a small-problem KKT violation of ~1e-4 (4e-3 at worst), and the next
+  candidates picked from it are as good as from the exact solution (the next outer iteration's
+  certification is exact in any case)."""
+  return _interior_point(qp, tol=0.0, max_iter=ipm_iter, serial=serial)
 
 
 def warm_phase(

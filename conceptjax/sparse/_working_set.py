@@ -19,8 +19,12 @@ and the caller may retry it with a larger ``working_size`` (``nonneg_lasso`` doe
 ``nonneg_lasso`` drives the same steps from the host (``_api._working_set_compacted``): later iterations
 run on the unconverged rows only, the first iteration uses ``first_size`` (32) candidates (a cheap first
 guess: on the benchmark problems it lowered the CPU time on both, see benchmarks/sparse_solvers.py),
-the iteration right after it skips the warm start (the supports change too much), and the interior-point
-restart of the small problems runs on the rows whose warm start failed only.
+the iteration right after it skips the warm start (the supports change too much), the interior-point
+restart of the small problems runs on the rows whose warm start failed only, and rows with more violators
+than free slots (``WorkingSetState.overflow``: the candidates cannot hold them all, so the row almost never
+certifies at that iteration) get a rough solve instead (``_gram.rough_solve``: a few interior-point steps,
+no polish), from which the next candidates are picked as well as from the exact solution. The
+certification stays exact: a row stops only when its KKT violation over all concepts is within ``tol``.
 
 References:
   Johnson & Guestrin, "Blitz: A principled meta-algorithm for scaling sparse optimization", ICML 2015.
@@ -68,6 +72,9 @@ class WorkingSetConfig:
       ``working_size`` throughout.
     serial_lapack: one matrix per LAPACK call (``_gram.cholesky``); ``nonneg_lasso`` sets it on a
       multi-device CPU mesh, where jaxlib's batched kernels can deadlock.
+    rough_iter: interior-point steps of the rough small solve that ``nonneg_lasso``'s host-driven loop
+      gives to rows whose violators overflowed the candidates (``WorkingSetState.overflow``), with no
+      active-set polish; 0 solves them exactly like the other rows.
   """
 
   working_size: int = 64
@@ -80,6 +87,7 @@ class WorkingSetConfig:
   ipm_iter: int = 25
   first_size: int = 32
   serial_lapack: bool = False
+  rough_iter: int = 6
 
 
 class WorkingSetState(NamedTuple):
@@ -91,6 +99,9 @@ class WorkingSetState(NamedTuple):
     kkt: [B] KKT violation of ``weights`` on all concepts.
     objective: [B] objective of ``weights``.
     stuck: [B] bool, support fills all K slots while violators remain.
+    overflow: [B] bool, more violators than free slots: the candidates hold the most violating ones only,
+      so the next small problem almost never certifies the row (its solution mostly serves to pick the
+      candidates after it).
   """
 
   indices: jax.Array
@@ -98,11 +109,12 @@ class WorkingSetState(NamedTuple):
   kkt: jax.Array
   objective: jax.Array
   stuck: jax.Array
+  overflow: jax.Array
 
 
 def _next_candidates(
-  indices: jax.Array, weights: jax.Array, gradient: jax.Array, size: int
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+  indices: jax.Array, weights: jax.Array, gradient: jax.Array, size: int, tol: float
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
   """Support first, then the most violating concepts outside it.
 
   Args:
@@ -110,9 +122,11 @@ def _next_candidates(
     weights: [B, K0] their solved weights.
     gradient: [B, c] full gradient at ``weights``.
     size: K, the number of new candidates.
+    tol: KKT tolerance (a concept outside the support violates where its gradient is below ``-tol``).
 
   Returns:
-    ([B, K] new candidates, [B, K] warm-start weights, [B] bool support already fills K).
+    ([B, K] new candidates, [B, K] warm-start weights, [B] bool support already fills K, [B] bool more
+    violators than free slots, [B] largest violation ``max relu(-g)`` outside the support).
   """
   b, k = indices.shape[0], size
   c = gradient.shape[-1]
@@ -120,8 +134,13 @@ def _next_candidates(
   weights = jnp.pad(weights, ((0, 0), (0, k - weights.shape[1])))
   active = weights > 0
   rows = jnp.arange(b)[:, None]
-  masked = gradient.at[rows, jnp.where(active, indices, c)].set(jnp.inf, mode="drop")
-  _, violators = jax.lax.top_k(-masked, k)  # [B, K] most negative gradient first
+  support = jnp.zeros((b, c), bool).at[rows, jnp.where(active, indices, c)].set(True, mode="drop")
+  # One more than the slots (where c allows): whether the violators overflow the free slots. Read the
+  # outputs with gathers and reductions, not slices: XLA's CPU backend turns a top_k whose outputs are
+  # sliced into a full sort (about 0.7 s on [256, 10,000]).
+  neg, violators = jax.lax.top_k(
+    jnp.where(support, -jnp.inf, -gradient), min(k + 1, c)
+  )  # most violating first
   order = jnp.argsort(~active, axis=-1, stable=True)  # support first
   sorted_idx = jnp.take_along_axis(indices, order, axis=-1)
   sorted_w = jnp.take_along_axis(weights, order, axis=-1)
@@ -130,7 +149,16 @@ def _next_candidates(
   fill = jnp.take_along_axis(violators, jnp.maximum(slot - n_support, 0), axis=-1)
   new_idx = jnp.where(slot < n_support, sorted_idx, fill).astype(jnp.int32)
   new_w = jnp.where(slot < n_support, sorted_w, 0.0)
-  return new_idx, new_w, n_support[:, 0] >= k
+  off = jnp.maximum(jnp.max(neg, axis=-1), 0.0)
+  return new_idx, new_w, n_support[:, 0] >= k, _overflow(neg, k - n_support[:, 0], tol), off
+
+
+def _overflow(neg_sorted: jax.Array, free: jax.Array, tol: float) -> jax.Array:
+  """[B] bool: more than ``free`` [B] violators, from the [B, n] largest negated gradients outside the
+  support in decreasing order (n > ``free`` where the dictionary allows; else nothing can overflow)."""
+  n = neg_sorted.shape[-1]
+  nxt = jnp.take_along_axis(neg_sorted, jnp.minimum(free, n - 1)[:, None], axis=-1)[:, 0]
+  return (free < n) & (nxt > tol)
 
 
 def initial_state(problem: Problem, config: WorkingSetConfig, size: int | None = None) -> WorkingSetState:
@@ -140,13 +168,15 @@ def initial_state(problem: Problem, config: WorkingSetConfig, size: int | None =
   k = min(size or config.working_size, config.working_size, dictionary.shape[0])
   corr = jnp.matmul(z, dictionary.T, precision=HIGHEST)  # [B, c], the gradient at 0 is lam - 2 corr
   _, idx0 = jax.lax.top_k(corr, k)
-  kkt0 = jnp.max(jnp.maximum(2.0 * corr - lam[:, None], 0.0), axis=-1)
+  violation = 2.0 * corr - lam[:, None]  # -gradient at 0
+  kkt0 = jnp.max(jnp.maximum(violation, 0.0), axis=-1)
   return WorkingSetState(
     indices=idx0.astype(jnp.int32),
     weights=jnp.zeros(idx0.shape, z.dtype),
     kkt=kkt0,
     objective=jnp.sum(z * z, axis=-1),
     stuck=jnp.zeros(kkt0.shape, bool),
+    overflow=jnp.sum(violation > config.tol, axis=-1) > k,
   )
 
 
@@ -163,28 +193,27 @@ def restricted_qp(problem: Problem, indices: jax.Array) -> tuple[jax.Array, Gram
 
 def certify(
   problem: Problem,
-  state: WorkingSetState,
+  indices: jax.Array,
   w: jax.Array,
   config: WorkingSetConfig,
   atoms: jax.Array | None = None,
 ) -> WorkingSetState:
-  """KKT violation and objective of the solution ``w`` [B, K] on ``state.indices`` over ALL concepts (one
-  full product), and the next candidates: the support, then the most violating concepts.
+  """KKT violation and objective of the solution ``w`` [B, K] on the candidates ``indices`` [B, K] over ALL
+  concepts (one full product), and the next candidates: the support, then the most violating concepts.
 
-  ``atoms``: the [B, K, d] atoms of ``state.indices`` when the caller already gathered them (the gather
-  costs about a quarter of the full product on CPU)."""
+  ``atoms``: the [B, K, d] atoms of ``indices`` when the caller already gathered them (the gather costs
+  about a quarter of the full product on CPU)."""
   dictionary, z, _ = problem
-  atoms = dictionary[state.indices] if atoms is None else atoms  # [B, K, d]
+  atoms = dictionary[indices] if atoms is None else atoms  # [B, K, d]
   residual = jnp.einsum("bk,bkd->bd", w, atoms, precision=HIGHEST) - z
   g = full_gradient(problem, residual)  # [B, c]
-  g_slots = jnp.take_along_axis(g, state.indices, axis=-1)
-  off = jnp.max(jnp.maximum(-g, 0.0), axis=-1)
+  g_slots = jnp.take_along_axis(g, indices, axis=-1)
   on = jnp.max(jnp.where(w > 0, jnp.abs(g_slots), 0.0), axis=-1)
-  kkt = jnp.maximum(off, on)
-  objective = objective_from_residual(problem, residual, jnp.sum(w, axis=-1))
   size = min(config.working_size, dictionary.shape[0])
-  new_idx, new_w, full = _next_candidates(state.indices, w, g, size)
-  return WorkingSetState(new_idx, new_w, kkt, objective, full & (kkt > config.tol))
+  new_idx, new_w, full, overflow, off = _next_candidates(indices, w, g, size, config.tol)
+  kkt = jnp.maximum(off, on)  # the support's own relu(-g) is at most ``on``
+  objective = objective_from_residual(problem, residual, jnp.sum(w, axis=-1))
+  return WorkingSetState(new_idx, new_w, kkt, objective, full & (kkt > config.tol), overflow)
 
 
 def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfig) -> WorkingSetState:
@@ -202,7 +231,7 @@ def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfi
     ipm_iter=config.ipm_iter,
     serial=config.serial_lapack,
   )
-  return certify(problem, state, w, config, atoms)
+  return certify(problem, state.indices, w, config, atoms)
 
 
 def stopped(state: WorkingSetState, tol: float) -> jax.Array:

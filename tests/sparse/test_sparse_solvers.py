@@ -232,3 +232,43 @@ def test_split_host_driver_matches_sklearn(x64, kind="coherent"):
   np.testing.assert_allclose(res.objective, best, rtol=1e-6)
   w = np.asarray(res.to_dense())
   assert np.all(_kkt(dictionary, z, w, LAM) <= 1e-8)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "coherent"])
+def test_certify_matches_numpy(x64, kind):
+  """``certify`` (the host driver's per-iteration certificate) against numpy: KKT violation over all
+  concepts, the support kept first, the most violating concepts after it, and the overflow flag (more
+  violators than free slots, which sends a row to the rough solve)."""
+  from conceptjax.sparse import _working_set as ws
+  from conceptjax.sparse._problem import Problem
+
+  dictionary, z = _problem(kind)
+  b, k = z.shape[0], 12
+  rng = np.random.default_rng(1)
+  indices = np.stack([rng.choice(dictionary.shape[0], k, replace=False) for _ in range(b)])
+  w = np.where(rng.uniform(size=(b, k)) < 0.5, rng.uniform(0.0, 0.3, (b, k)), 0.0)
+  w[0] = 0.0  # a row without support: every slot is free
+  best, _ = _sklearn(kind)
+  for i in (1, 2):  # rows at the optimum (no violators), support in the first slots
+    support = np.nonzero(best[i] > 0)[0]
+    others = np.setdiff1d(indices[i], support)[: k - support.size]
+    indices[i] = np.concatenate([support, others])
+    w[i] = np.concatenate([best[i, support], np.zeros(k - support.size)])
+  lam = np.full((b,), LAM)
+  config = sparse.WorkingSetConfig(working_size=k, max_active=k)
+  problem = Problem(jnp.asarray(dictionary), jnp.asarray(z), jnp.asarray(lam))
+  out = ws.certify(problem, jnp.asarray(indices, jnp.int32), jnp.asarray(w), config)
+  dense = np.zeros((b, dictionary.shape[0]))
+  np.put_along_axis(dense, indices, w, axis=1)
+  np.testing.assert_allclose(out.kkt, _kkt(dictionary, z, dense, LAM), rtol=1e-9, atol=1e-14)
+  g = 2 * (dense @ dictionary - z) @ dictionary.T + LAM
+  for i in range(b):
+    support = indices[i][w[i] > 0]
+    outside = np.setdiff1d(np.arange(dictionary.shape[0]), support)
+    violators = outside[g[i, outside] < -config.tol]
+    free = k - support.size
+    assert set(np.asarray(out.indices[i, : support.size])) == set(support)
+    ranked = outside[np.argsort(g[i, outside], kind="stable")][:free]
+    np.testing.assert_array_equal(np.asarray(out.indices[i, support.size :]), ranked)
+    assert bool(out.overflow[i]) == (violators.size > free)
+  assert np.any(np.asarray(out.overflow)) and not np.all(np.asarray(out.overflow))
