@@ -220,6 +220,11 @@ class Samples(NamedTuple):
   def __len__(self) -> int:
     return int(self.images.shape[0])
 
+  def main(self, attr: str) -> np.ndarray:
+    """int32 [N] value of ``attr`` for each image's main (first) object; ``"background"`` is per image."""
+    check(attr in ATTRIBUTES, f"unknown attribute {attr!r}; known: {sorted(ATTRIBUTES)}")
+    return self.background if attr == "background" else getattr(self, attr)[:, 0]
+
 
 def num_groups() -> int:
   """Number of possible group ids (shape x background)."""

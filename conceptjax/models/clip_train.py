@@ -474,11 +474,12 @@ def evaluate(
   single = sw.generate(dataclasses.replace(world, max_objects=1), num, seed=seed, split="test")
   img = _unit(encode_images(single.images))
   out = {}
-  truth = {"shape": single.shape[:, 0], "color": single.color[:, 0], "background": single.background}
-  for attr, y in truth.items():
+  attrs = ("shape", "color", "background")
+  for attr in attrs:
+    y = single.main(attr)
     txt = _unit(encode_texts(sw.zeroshot_prompts(attr)))
     out[f"zeroshot_{attr}"] = float(((img @ txt.T).argmax(1) == y).mean())
-  out["zeroshot_mean"] = float(np.mean([out[f"zeroshot_{a}"] for a in truth]))
+  out["zeroshot_mean"] = float(np.mean([out[f"zeroshot_{a}"] for a in attrs]))
   mixed = sw.generate(world, num, seed=seed + 1, split="test")
   sim = _unit(encode_images(mixed.images)) @ _unit(encode_texts(mixed.captions)).T
   caps = np.array(mixed.captions, dtype=object)
@@ -511,9 +512,7 @@ def linear_probe(
   f_train, f_test = encode_images(train.images), encode_images(test.images)
   out = {}
   for attr in ("shape", "color", "background"):
-    y_train, y_test = (
-      (s.background if attr == "background" else getattr(s, attr)[:, 0]) for s in (train, test)
-    )
+    y_train, y_test = train.main(attr), test.main(attr)
     clf = LogisticRegression(max_iter=2000, C=10).fit(f_train, y_train)
     out[f"probe_{attr}"] = float(clf.score(f_test, y_test))
   return out

@@ -5,14 +5,14 @@ Launch (stage 1 of the shipped model: 6,000 steps of 64 pairs, ~55 min at ~1.8 s
   python -m experiments.run --config experiments/configs/shapesworld_clip.py \
     --workdir workdirs/shapesworld_clip
 
-then run stages 2-4 (``shapesworld_clip_shape.py``) and ship stage 4's model (a few MB).
+then run stages 2-5 (``shapesworld_clip_shape.py``) and ship stage 5's model (a few MB).
 
 The run resumes from its last checkpoint when relaunched with the same workdir. CI smoke test (a few steps
 of a 1-layer model, ~1 min): ``--config experiments/configs/shapesworld_clip.py:runlocal=True``.
 Headline metrics (printed as the last line, and in metrics.json): zero-shot accuracy per attribute on held-out
 single-object images and image-to-caption recall@1 (see ``conceptjax.models.clip_train.evaluate``).
 
-This is stage 1 of the shipped model; stages 2-4 (``shapesworld_clip_shape.py``) fine-tune it until it reads
+This is stage 1 of the shipped model; stages 2-5 (``shapesworld_clip_shape.py``) fine-tune it until it reads
 shape. Stage 1 alone (1,000 held-out images): zero-shot colour 0.96, background 0.75, shape 0.25
 (chance 0.17); recall@1 image->caption 0.136, caption->image 0.11. Shape was 0.16 / 0.22 / 0.25 at steps
 1,000 / 2,000 / 6,000 (400 images). A plain run (no hard-negative batches, 850 steps) had learned only the

@@ -61,12 +61,6 @@ def true_attributes(samples: sw.Samples, i: int) -> set[tuple[str, str]]:
   return out
 
 
-def main_attribute(samples: sw.Samples, attr: str) -> np.ndarray:
-  """[N] value index of ``attr`` for the main (first) object, or the background."""
-  values = getattr(samples, attr)
-  return values if values.ndim == 1 else values[:, 0]
-
-
 def run(config, workdir) -> dict:
   from conceptjax.models import clip
 
@@ -104,7 +98,7 @@ def run(config, workdir) -> dict:
   def truth(i: int) -> set[int]:
     return {j for m in true_attributes(test_samples, i) for j in index.get(m, [])}
 
-  attributes = {a: main_attribute(test_samples, a) for a in ATTRIBUTES}
+  attributes = {a: test_samples.main(a) for a in ATTRIBUTES}
   metrics = run_ceir(
     config,
     workdir,

@@ -252,7 +252,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _zeroshot_truth(samples: sw.Samples) -> dict[str, np.ndarray]:
-  return {"shape": samples.shape[:, 0], "color": samples.color[:, 0], "background": samples.background}
+  return {attr: samples.main(attr) for attr in ("shape", "color", "background")}
 
 
 def run(config, workdir) -> dict:

@@ -105,6 +105,6 @@ def test_shipped_clip_concept_scores_cluster_by_what_the_list_names():
   for concepts, attr in (("world", "background"), ("shape", "shape")):
     words, _ = t.world_concepts(t.CONCEPT_LISTS[concepts], distractors=False)
     p, _ = ceir.clip_teacher_similarities(model, s.images, words)
-    acc = {a: kmeans_accuracy(np.asarray(p), t.main_attribute(s, a), 0) for a in t.ATTRIBUTES}
+    acc = {a: kmeans_accuracy(np.asarray(p), s.main(a), 0) for a in t.ATTRIBUTES}
     assert acc[attr] >= 0.9, (concepts, acc)
     assert all(v < 0.6 for a, v in acc.items() if a not in (attr, "size")), (concepts, acc)

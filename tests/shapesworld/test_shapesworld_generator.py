@@ -47,6 +47,13 @@ def test_shapes_and_types(samples):
     assert set(np.unique(getattr(samples, a))) == set(range(-1, len(sw.ATTRIBUTES[a]))), a
   assert set(np.unique(samples.background)) == set(range(len(sw.ATTRIBUTES["background"])))
   np.testing.assert_array_equal(samples.label, samples.shape[:, 0])
+  # The main object's attributes: the first object's, and the image's background.
+  np.testing.assert_array_equal(samples.main("shape"), samples.label)
+  np.testing.assert_array_equal(samples.main("color"), samples.color[:, 0])
+  np.testing.assert_array_equal(samples.main("background"), samples.background)
+  assert (samples.main("size") >= 0).all()  # every image has a main object
+  with pytest.raises(InputError, match="unknown attribute 'colour'"):
+    samples.main("colour")
 
 
 def test_masks(samples):
