@@ -78,7 +78,7 @@ def test_ceir_images_on_mock_cifar10_transductive_and_resume(tmp_path, random_cl
   assert np.isfinite(metrics["vae_final_loss"])
 
 
-def test_shapesworld_concept_lists():
+def test_shapesworld_concept_lists(tmp_path):
   from conceptjax.data import shapesworld as sw
   from experiments.tasks import ceir_shapesworld as t
 
@@ -89,7 +89,7 @@ def test_shapesworld_concept_lists():
   assert {m[0] for m in meaning} == {"shape"}
   config = runner.load_config("experiments/configs/ceir_shapesworld.py:concepts='colour'")
   with pytest.raises(InputError, match="concepts must be one of"):
-    runner.run(config, "/nonexistent")
+    runner.run(config, tmp_path / "run")
 
 
 def test_shipped_clip_concept_scores_cluster_by_what_the_list_names():
