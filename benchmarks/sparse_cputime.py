@@ -7,6 +7,11 @@ Usage::
 
   python -m benchmarks.sparse_cputime --problem c   # (c): B=1024, c=37,445, d=512, coherent
   python -m benchmarks.sparse_cputime --problem b --preset main
+  python -m benchmarks.sparse_cputime --problem b --preset main --phases   # + time of each host-loop call
+
+``--phases`` then runs it once more timing every jitted call of ``nonneg_lasso``'s host-driven loop (each
+goes through ``parallel.map_batched``; wall and CPU time, each call waited for with ``block_until_ready``,
+so calls no longer overlap with the host's bookkeeping) and prints them in order.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import sparse_solvers as bench
-from conceptjax import sparse
+from conceptjax import parallel, sparse
 from conceptjax.sparse._problem import HIGHEST
 
 
@@ -36,11 +42,34 @@ def _timed(fn, repeats: int) -> tuple[float, float, object]:
   return float(np.median(cpu)), float(np.median(wall)), out
 
 
+def _phases(run) -> tuple[object, str]:
+  """(output of ``run()``, a table of the time of each jitted call it made through
+  ``parallel.map_batched``: ``nonneg_lasso``'s host loop makes every call that way)."""
+  calls, orig = [], parallel.map_batched
+
+  def timed(fn, batched, *args, **kwargs):
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = jax.block_until_ready(orig(fn, batched, *args, **kwargs))
+    name = getattr(getattr(fn, "func", fn), "__name__", "?")
+    rows = jax.tree.leaves(batched)[0].shape[0]
+    calls.append((name, rows, time.perf_counter() - w0, time.process_time() - c0))
+    return out
+
+  with mock.patch.object(parallel, "map_batched", timed):
+    out = run()
+  lines = [f"{'call':14s} {'rows':>5s} {'wall ms':>8s} {'CPU ms':>8s}"]
+  lines += [f"{n:14s} {r:5d} {w * 1e3:8.1f} {c * 1e3:8.1f}" for n, r, w, c in calls]
+  wall, cpu = (sum(c[i] for c in calls) * 1e3 for i in (2, 3))
+  lines.append(f"{'sum':14s} {'':5s} {wall:8.1f} {cpu:8.1f}")
+  return out, "\n".join(lines)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--preset", default="full", choices=sorted(bench.PRESETS))
   p.add_argument("--problem", default="c")
   p.add_argument("--repeats", type=int, default=2)
+  p.add_argument("--phases", action="store_true", help="then time each host-loop call of one more run")
   args = p.parse_args(argv)
   spec = next(s for s in bench.PRESETS[args.preset]["problems"] if s.name == args.problem)
   c_np, z_np = bench.make_problem(spec)
@@ -63,6 +92,8 @@ def main(argv=None) -> int:
     f"KKT max {kkt:.2e}, outer iterations {iters} "
     f"| peak RSS {rss:.0f} MiB"
   )
+  if args.phases:
+    print(_phases(lambda: sparse.nonneg_lasso(dictionary, z, spec.lam))[1])
   return 0
 
 

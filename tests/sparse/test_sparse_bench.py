@@ -134,3 +134,17 @@ def test_skglm_peer_agrees(tmp_path):
   prob = io.read_json(tmp_path / "sparse_solvers.json")["problems"][0]
   objs = prob["objective_check_rows"]
   np.testing.assert_allclose(objs["skglm"], objs["sklearn"], rtol=1e-6)
+
+
+def test_cputime_phases_time_every_host_loop_call(capsys):
+  """``sparse_cputime --phases`` sees every jitted call of the working set's host loop: the start, at least
+  one outer step, the result, in that order (the table would silently go empty if the loop stopped going
+  through ``parallel.map_batched``)."""
+  from benchmarks import sparse_cputime
+
+  assert sparse_cputime.main(["--preset", "tiny", "--problem", "b", "--repeats", "1", "--phases"]) == 0
+  out = capsys.readouterr().out
+  rows = [line.split() for line in out.splitlines()[2:] if line.startswith("_ws_")]
+  names = [r[0] for r in rows]
+  assert names[0] == "_ws_start" and names[-1] == "_ws_result" and len(names) >= 3, out
+  assert all(int(r[1]) >= 8 and float(r[2]) > 0 for r in rows), out  # buckets of >= 8 rows
