@@ -108,3 +108,20 @@ def test_shipped_clip_concept_scores_cluster_by_what_the_list_names():
     acc = {a: kmeans_accuracy(np.asarray(p), s.main(a), 0) for a in t.ATTRIBUTES}
     assert acc[attr] >= 0.9, (concepts, acc)
     assert all(v < 0.6 for a, v in acc.items() if a not in (attr, "size")), (concepts, acc)
+
+
+@pytest.mark.slow  # the full ShapesWorld run (9,000 images, 450 VAE epochs): ~2 min
+def test_shapesworld_default_run_attributions_name_true_attributes(tmp_path):
+  """The README's ShapesWorld CEIR figures, at seed 0 with the shipped CLIP and the issue's concept list:
+  the attribution's top 3 concepts are true attributes of the image (precision@3 >= 0.8, measured 0.831;
+  with a VAE stopped on the slope of its validation loss, 100 epochs, it was 0.741), 50-step IG is nearly
+  complete on the trained VAE (measured 0.44% at worst over 500 images; the issue's 1e-3 check, on a smooth
+  encoder, is in test_ceir_attribution), and the raw teacher similarities cluster by background, not shape."""
+  config = runner.load_config("experiments/configs/ceir_shapesworld.py")
+  metrics = runner.run(config, tmp_path)
+  assert metrics["vae_epochs"] == 450
+  assert metrics["attribution_precision_at_3"] >= 0.8
+  assert metrics["ig_completeness_rel_gap_max"] <= 1e-2
+  assert metrics["acc_by_attribute_teacher"]["background"] >= 0.9
+  assert metrics["acc_by_attribute_teacher"]["shape"] < 0.6
+  _check_artifacts(metrics, tmp_path)
