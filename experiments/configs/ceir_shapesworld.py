@@ -14,6 +14,7 @@ VAE schedule: the authors' 450 epochs, at a step size of 1e-3 instead of their 5
 24 steps per epoch where their 50k-60k give ~200. At 5e-5 the validation loss is still falling steeply after
 450 epochs (14.2; attribution precision@3 0.668, seed 0); at 1e-3 it levels off after 400-500 epochs (12.25
 at 100, 10.91 at 300, 10.48 at 500, 10.44 at 1,000). Session 5's 100 epochs stopped on the slope.
+
 Headline metrics: acc, nmi, ari (k-means on the test latent, k = 6 shapes), acc_kmeans_clip (k-means on raw
 CLIP image embeddings), acc_kmeans_concepts (on the z-scored concept scores), attribution_precision_at_3;
 acc_by_attribute(_teacher) (which attribute the latent / the raw teacher similarities cluster by);
