@@ -42,9 +42,9 @@ def _timed(fn, repeats: int) -> tuple[float, float, object]:
   return float(np.median(cpu)), float(np.median(wall)), out
 
 
-def _phases(run) -> tuple[object, str]:
-  """(output of ``run()``, a table of the time of each jitted call it made through
-  ``parallel.map_batched``: ``nonneg_lasso``'s host loop makes every call that way)."""
+def _phases(run) -> str:
+  """Calls ``run()`` and returns a table of the time of each jitted call it made through
+  ``parallel.map_batched`` (``nonneg_lasso``'s host loop makes every call that way)."""
   calls, orig = [], parallel.map_batched
 
   def timed(fn, batched, *args, **kwargs):
@@ -56,12 +56,12 @@ def _phases(run) -> tuple[object, str]:
     return out
 
   with mock.patch.object(parallel, "map_batched", timed):
-    out = run()
+    run()
   lines = [f"{'call':14s} {'rows':>5s} {'wall ms':>8s} {'CPU ms':>8s}"]
   lines += [f"{n:14s} {r:5d} {w * 1e3:8.1f} {c * 1e3:8.1f}" for n, r, w, c in calls]
   wall, cpu = (sum(c[i] for c in calls) * 1e3 for i in (2, 3))
   lines.append(f"{'sum':14s} {'':5s} {wall:8.1f} {cpu:8.1f}")
-  return out, "\n".join(lines)
+  return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     f"| peak RSS {rss:.0f} MiB"
   )
   if args.phases:
-    print(_phases(lambda: sparse.nonneg_lasso(dictionary, z, spec.lam))[1])
+    print(_phases(lambda: sparse.nonneg_lasso(dictionary, z, spec.lam)))
   return 0
 
 
