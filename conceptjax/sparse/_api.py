@@ -309,7 +309,8 @@ def nonneg_lasso(
     tol: KKT tolerance (``result.kkt_violation``, see ``conceptjax.sparse._problem``).
     max_iter: cap on the solver's main iterations (default: the solver config's).
     max_active: k, width of ``result.indices``/``values`` (default 64, at least ``target_l0 + 1``, at most
-      c; OMP: ``target_l0``). For the working set it is also the number of candidates per row.
+      c; OMP: ``target_l0``). The working set solves on ``min(k, 48)`` candidates per row (``k`` with
+      ``target_l0``); a row whose support fills them is solved again with twice as many.
     mesh: device mesh for the batch (default: all devices, ``parallel.data_mesh()``).
 
   Returns:
@@ -344,6 +345,8 @@ def nonneg_lasso(
   fn, config_cls = _LASSO[solver]
   extra = {"working_size": width, "serial_lapack": serial} if solver == "working_set" else {}
   if target_l0 is None:
+    if solver == "working_set":  # solve on fewer candidates than the output width; see WorkingSetConfig
+      extra["working_size"] = min(width, WorkingSetConfig.working_size)
     config = config_cls(max_active=width, tol=tol, **extra, **iters)
     if solver == "working_set":
       res = _working_set_compacted(config, dictionary, embeddings, lam, mesh)

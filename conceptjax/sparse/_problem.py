@@ -122,11 +122,13 @@ def sort_slots(indices: jax.Array, values: jax.Array, width: int) -> tuple[jax.A
   Args:
     indices: [B, m] concept indices.
     values: [B, m] weights (zeros are treated as unused).
-    width: k, output width (k <= m).
+    width: k, output width (where k > m, the extra slots are padding).
 
   Returns:
     ([B, k] int32 indices with ``PAD_INDEX`` where the value is 0, [B, k] values).
   """
+  extra = ((0, 0), (0, max(width - values.shape[-1], 0)))
+  indices, values = jnp.pad(indices, extra), jnp.pad(values, extra)
   top, pos = jax.lax.top_k(values, width)
   idx = jnp.take_along_axis(indices, pos, axis=-1)
   keep = top > 0

@@ -201,6 +201,34 @@ def test_sharded_equals_single_device(solver, target):
   np.testing.assert_allclose(one.objective, eight.objective, rtol=1e-6)
 
 
+def test_supports_wider_than_the_candidates_are_solved_again(x64):
+  """The working set solves on 48 candidates per row; rows whose support fills them are solved again on
+  twice as many, and come back complete in the wider output, at sklearn's objective."""
+  rng = np.random.default_rng(0)
+  dictionary = _normalize(rng.normal(size=(400, 128)))
+  z = _normalize(
+    np.stack([rng.uniform(0.1, 1, 60) @ dictionary[rng.choice(400, 60, replace=False)] for _ in range(4)])
+  )
+  lam = 0.1
+  res = sparse.nonneg_lasso(dictionary, z, lam, tol=1e-9, max_active=96)
+  assert res.indices.shape == (4, 96)
+  assert np.all(np.asarray(res.l0) > 48) and np.all(res.converged)
+  best = np.stack(
+    [
+      Lasso(alpha=lam / (2 * 128), positive=True, fit_intercept=False, tol=1e-12, max_iter=200000)
+      .fit(dictionary.T, row)
+      .coef_
+      for row in z
+    ]
+  )
+  w = np.asarray(res.to_dense())
+  np.testing.assert_array_equal(np.sum(w > 0, axis=1), np.sum(best > 0, axis=1))
+  np.testing.assert_allclose(
+    _objective(dictionary, z, w, lam), _objective(dictionary, z, best, lam), rtol=1e-9
+  )
+  assert np.all(_kkt(dictionary, z, w, lam) <= 1e-8)
+
+
 def test_second_call_does_not_recompile():
   from conceptjax.sparse import _api
 
