@@ -227,10 +227,10 @@ def _working_set_compacted(
 
   A batched loop costs as much per iteration as its slowest row needs; here the rows still running are
   gathered into a smaller bucket (``_bucket``) once enough have converged (on the Gaussian benchmark most
-  converge after the first or second iteration; on the coherent one 99% after the third), the finished
-  rows' states are kept on the host, and within an iteration the small problems' interior-point restart
-  runs on the rows that need it only (``_ws_outer_step``; buckets under ``split_min_rows`` rows run the
-  fused ``ws.outer_step`` instead). The first iteration solves on
+  converge after the first or second iteration; on the coherent one most after the third, the rest after
+  the fourth), the finished rows' states are kept on the host, and within an iteration the small problems'
+  interior-point restart runs on the rows that need it only (``_ws_outer_step``; buckets under
+  ``split_min_rows`` rows run the fused ``ws.outer_step`` instead). The first iteration solves on
   ``config.first_size`` candidates. Rows are independent, so each row follows ``ws.outer_step``'s
   iteration (up to the extra active-set step a warm-solved row takes inside the batched solve, and the
   rough solve of rows whose violators overflowed the candidates, see ``_ws_outer_step``).
