@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import jax
@@ -309,8 +310,10 @@ def nonneg_lasso(
     tol: KKT tolerance (``result.kkt_violation``, see ``conceptjax.sparse._problem``).
     max_iter: cap on the solver's main iterations (default: the solver config's).
     max_active: k, width of ``result.indices``/``values`` (default 64, at least ``target_l0 + 1``, at most
-      c; OMP: ``target_l0``). The working set solves on ``min(k, 48)`` candidates per row (``k`` with
-      ``target_l0``); a row whose support fills them is solved again with twice as many.
+      c; OMP: ``target_l0``). A row with more active concepts keeps its k largest weights, with a warning
+      (``objective``, ``kkt_violation`` and ``l0`` still describe its whole solution). The working set
+      solves on ``min(k, 48)`` candidates per row (``k`` with ``target_l0``); a row whose support fills
+      them is solved again with twice as many.
     mesh: device mesh for the batch (default: all devices, ``parallel.data_mesh()``).
 
   Returns:
@@ -358,7 +361,21 @@ def nonneg_lasso(
     res = _run(_search_l0, config, dictionary, embeddings, lam, mesh)
   if solver == "working_set":
     res = _retry_stuck(res, config, dictionary, embeddings, lam, mesh)
+  _warn_if_truncated(res, width)
   return res
+
+
+def _warn_if_truncated(res: NonnegLassoResult, width: int) -> None:
+  """Warns when a row's solution has more non-zeros than ``indices``/``values`` can hold."""
+  l0 = np.asarray(res.l0)
+  wide = l0 > width
+  if wide.any():
+    warnings.warn(
+      f"{int(wide.sum())} of {l0.size} rows have more active concepts than max_active={width} (up to "
+      f"{int(l0.max())}): indices/values keep the {width} largest weights, while objective, kkt_violation "
+      f"and l0 describe the whole solution; pass max_active >= {int(l0.max())} to keep them all",
+      stacklevel=3,
+    )
 
 
 def _grow(config: Any, size: int) -> Any:

@@ -49,6 +49,7 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--target-l0", type=int, default=None, help="search lam per row for this many concepts")
   p.add_argument("--solver", default="auto", help="conceptjax.sparse solver name [auto]")
   p.add_argument("--tol", type=float, default=1e-5, help="solver tolerance (KKT) [1e-5]")
+  p.add_argument("--max-active", type=int, default=None, help="concepts kept per row at most [64]")
   p.add_argument("--solver-batch", type=int, default=1024, help="rows per solver call [1024]")
 
 
@@ -198,7 +199,14 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
   for s in range(0, emb.shape[0], size):
     part, n = parallel.pad_to_multiple(emb[s : s + size], size)
     res = splice.decompose(
-      dictionary, mean, part, args.l1_penalty, solver=args.solver, target_l0=args.target_l0, tol=args.tol
+      dictionary,
+      mean,
+      part,
+      args.l1_penalty,
+      solver=args.solver,
+      target_l0=args.target_l0,
+      tol=args.tol,
+      max_active=args.max_active,
     )
     z_hat = splice.recompose(dictionary.matrix, mean, res.indices, res.values)
     out["indices"].append(np.asarray(res.indices)[:n])
@@ -247,6 +255,7 @@ def _decompose(args: argparse.Namespace) -> int:
     "target_l0": args.target_l0,
     "solver": args.solver,
     "tol": args.tol,
+    "max_active": args.max_active,
     "class_names": inp.meta.get("class_names"),
   }
   # Open (and so validate) the store before writing anything: a folder of another job is refused untouched.

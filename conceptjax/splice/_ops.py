@@ -38,6 +38,7 @@ def decompose(
   solver: str = "auto",
   target_l0: int | None = None,
   tol: float = 1e-5,
+  max_active: int | None = None,
   mesh: jax.sharding.Mesh | None = None,
 ) -> Any:
   """Sparse non-negative concept weights of a batch of embeddings.
@@ -47,7 +48,7 @@ def decompose(
     mean: [d] the image mean ``mu`` (or the text mean for text embeddings).
     embeddings: [B, d] raw CLIP embeddings (any norm; finite, no zero rows).
     l1_penalty: lam (ignored by the solver's target-l0 mode, which searches lam per row).
-    solver, target_l0, tol: passed to ``conceptjax.sparse.nonneg_lasso``.
+    solver, target_l0, tol, max_active: passed to ``conceptjax.sparse.nonneg_lasso``.
     mesh: device mesh for the solver (default: all devices).
 
   Returns:
@@ -70,6 +71,7 @@ def decompose(
     solver=solver,
     target_l0=target_l0,
     tol=tol,
+    max_active=max_active,
     mesh=mesh,
   )
 

@@ -119,7 +119,8 @@ def test_working_set_float32_default_precision():
 def test_working_set_grows_when_support_fills_candidates(x64):
   dictionary, z = _problem("gaussian")
   _, best = _sklearn("gaussian")
-  res = sparse.nonneg_lasso(dictionary, z, LAM, tol=1e-9, max_active=8)  # 8 candidates, then 16
+  with pytest.warns(UserWarning, match=r"of 8 rows have more active concepts than max_active=8"):
+    res = sparse.nonneg_lasso(dictionary, z, LAM, tol=1e-9, max_active=8)  # 8 candidates, then 16
   assert res.indices.shape == (8, 8)
   assert np.all(res.converged) and np.any(res.l0 > 8)
   np.testing.assert_allclose(res.objective, best, rtol=1e-6)

@@ -89,6 +89,21 @@ def test_decompose_outputs(pipeline):
   assert len(list((pipeline / "cache").glob("dictionary-*.npz"))) == 1
 
 
+def test_decompose_max_active_keeps_the_largest_weights(pipeline, tiny_clip_dir, tmp_path):
+  full_idx, full_val = store.Store.read_only(pipeline / "codes").read_sparse()
+  k = int((full_val > 0).sum(1).max()) - 1
+  assert k >= 1
+  args = ["decompose", "--model", str(tiny_clip_dir), "--vocab", str(pipeline / "vocab.txt"), "--no-progress"]
+  args += ["--vocabulary-size", "0", "--embeddings", str(pipeline / "emb"), "--out", str(tmp_path / "codes")]
+  args += ["--cache-dir", str(pipeline / "cache"), "--l1-penalty", "0.05", "--max-active", str(k)]
+  with pytest.warns(UserWarning, match=f"more active concepts than max_active={k}"):
+    assert cli.main(args) == 0
+  idx, val = store.Store.read_only(tmp_path / "codes").read_sparse()
+  assert idx.shape[1] == k
+  np.testing.assert_array_equal(idx, full_idx[:, :k])
+  np.testing.assert_allclose(val, full_val[:, :k], rtol=1e-5, atol=1e-7)
+
+
 def test_decompose_into_another_jobs_folder_is_refused_untouched(pipeline, tiny_clip_dir, tmp_path, capsys):
   vocab = tmp_path / "other_vocab.txt"
   vocab.write_text("red\nblue\ngreen\n")
