@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--target-l0", type=int, default=None, help="search lam per row for this many concepts")
   p.add_argument("--solver", default="auto", help="conceptjax.sparse solver name [auto]")
   p.add_argument("--tol", type=float, default=1e-5, help="solver tolerance (KKT) [1e-5]")
-  p.add_argument("--max-active", type=int, default=None, help="concepts kept per row at most [64]")
+  p.add_argument(
+    "--max-active", type=int, default=None, help="keep each row's k largest weights (l0: the full count) [64]"
+  )
   p.add_argument("--solver-batch", type=int, default=1024, help="rows per solver call [1024]")
 
 
@@ -198,16 +201,19 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
   size = max(1, min(args.solver_batch, 1 << max(emb.shape[0] - 1, 0).bit_length()))
   for s in range(0, emb.shape[0], size):
     part, n = parallel.pad_to_multiple(emb[s : s + size], size)
-    res = splice.decompose(
-      dictionary,
-      mean,
-      part,
-      args.l1_penalty,
-      solver=args.solver,
-      target_l0=args.target_l0,
-      tol=args.tol,
-      max_active=args.max_active,
-    )
+    with warnings.catch_warnings():
+      if args.max_active is not None:  # truncation asked for: no warning per chunk (l0 keeps the full count)
+        warnings.filterwarnings("ignore", message=".* more active concepts than max_active")
+      res = splice.decompose(
+        dictionary,
+        mean,
+        part,
+        args.l1_penalty,
+        solver=args.solver,
+        target_l0=args.target_l0,
+        tol=args.tol,
+        max_active=args.max_active,
+      )
     z_hat = splice.recompose(dictionary.matrix, mean, res.indices, res.values)
     out["indices"].append(np.asarray(res.indices)[:n])
     out["values"].append(np.asarray(res.values, np.float32)[:n])

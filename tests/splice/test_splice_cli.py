@@ -2,6 +2,7 @@
 concepts; --help; bad inputs give one line and exit status 2."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -96,10 +97,13 @@ def test_decompose_max_active_keeps_the_largest_weights(pipeline, tiny_clip_dir,
   args = ["decompose", "--model", str(tiny_clip_dir), "--vocab", str(pipeline / "vocab.txt"), "--no-progress"]
   args += ["--vocabulary-size", "0", "--embeddings", str(pipeline / "emb"), "--out", str(tmp_path / "codes")]
   args += ["--cache-dir", str(pipeline / "cache"), "--l1-penalty", "0.05", "--max-active", str(k)]
-  with pytest.warns(UserWarning, match=f"more active concepts than max_active={k}"):
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", UserWarning)  # truncation was asked for: no warning per chunk
     assert cli.main(args) == 0
-  idx, val = store.Store.read_only(tmp_path / "codes").read_sparse()
+  codes = store.Store.read_only(tmp_path / "codes")
+  idx, val = codes.read_sparse()
   assert idx.shape[1] == k
+  np.testing.assert_array_equal(codes.read("l0"), (full_val > 0).sum(1))  # the full count, not k
   np.testing.assert_array_equal(idx, full_idx[:, :k])
   np.testing.assert_allclose(val, full_val[:, :k], rtol=1e-5, atol=1e-7)
 
