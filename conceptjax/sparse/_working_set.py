@@ -58,8 +58,9 @@ class WorkingSetConfig:
 
   Attributes:
     working_size: K, candidate concepts per row (capped at c). 48 by default: on the benchmark problems
-      (supports of 10-40 concepts) 48 candidates took 10-16% less time than 64 (the small problems cost
-      ``K^2`` to build), with more rows needing one more outer iteration (benchmarks/sparse_solvers.py).
+      (supports of 10-40 concepts) 48 candidates took 10-18% less time than 64 (the small problems cost
+      ``K^2`` to build), with more rows needing one more outer iteration (``benchmarks/sparse_cputime.py``
+      against the 64-candidate commit; the README's sparse section).
     max_active: k, width of the returned ``indices``/``values`` (padded where larger than K).
     tol: KKT tolerance on all concepts.
     max_iter: cap on outer iterations (full products).
