@@ -8,15 +8,26 @@ Usage::
   python -m benchmarks.sparse_cputime --problem c   # (c): B=1024, c=37,445, d=512, coherent
   python -m benchmarks.sparse_cputime --problem b --preset main
   python -m benchmarks.sparse_cputime --problem b --preset main --phases   # + time of each host-loop call
+  python -m benchmarks.sparse_cputime --problem b --preset main --profile workdirs/trace   # + time per XLA op
 
 ``--phases`` then runs it once more timing every jitted call of ``nonneg_lasso``'s host-driven loop (each
 goes through ``parallel.map_batched``; wall and CPU time, each call waited for with ``block_until_ready``,
 so calls no longer overlap with the host's bookkeeping) and prints them in order.
+
+``--profile DIR`` runs it once more under ``jax.profiler.trace`` (the trace is kept in DIR, for Perfetto or
+TensorBoard) and prints the time of each kind of XLA operation summed over the run (``op_table``): which
+kernels the time goes to (products, per-row Grams, Cholesky, ``top_k``, ...), where ``--phases`` says which
+step of the iteration.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import gzip
+import json
+import pathlib
+import re
 import resource
 import time
 from unittest import mock
@@ -64,12 +75,59 @@ def _phases(run) -> str:
   return "\n".join(lines)
 
 
+def op_table(trace_file: str | pathlib.Path) -> list[tuple[str, str, int, float]]:
+  """[(jitted function, XLA operation, calls, total ms)], most time first, from a Perfetto trace
+  (``perfetto_trace.json.gz``) written by ``jax.profiler.trace(..., create_perfetto_trace=True)``.
+
+  Counts the complete events of XLA operations (those with an ``hlo_op``; host code, the thunk executor's
+  and the runtime's waits have none), per HLO module (``jit__ws_certify`` -> ``_ws_certify``) and operation
+  with numbered clones merged (``dot.6``, ``cond.3.clone`` -> ``dot``, ``cond``), and leaves out
+  ``while``/``cond``/``call``, whose bodies' operations are counted themselves.
+  """
+  with gzip.open(trace_file, "rt") as f:
+    data = json.load(f)
+  events = data["traceEvents"] if isinstance(data, dict) else data
+  total, calls = collections.defaultdict(float), collections.Counter()  # by (module, operation)
+  for e in events:
+    args = e.get("args") or {}
+    if e.get("ph") != "X" or "hlo_op" not in args:
+      continue
+    name = re.sub(r"(\.(\d+|clone))+$", "", args["hlo_op"])
+    if name in ("while", "cond", "conditional", "call"):
+      continue
+    key = (re.sub(r"^jit_", "", args.get("hlo_module", "?")), name)
+    total[key] += e["dur"] / 1e3  # microseconds -> ms
+    calls[key] += 1
+  return sorted(((*k, calls[k], t) for k, t in total.items()), key=lambda r: -r[3])
+
+
+def _profile(run, trace_dir: str, top: int = 15) -> str:
+  """Calls ``run()`` under ``jax.profiler.trace`` (kept in ``trace_dir``) and returns ``op_table``'s first
+  ``top`` rows as text, with the wall time of the call."""
+  w0 = time.perf_counter()
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    run()
+  wall = (time.perf_counter() - w0) * 1e3
+  traces = pathlib.Path(trace_dir).glob("plugins/profile/*/perfetto_trace.json.gz")
+  trace = max(traces, key=lambda p: p.stat().st_mtime, default=None)
+  if trace is None:
+    raise FileNotFoundError(f"jax.profiler.trace wrote no perfetto_trace.json.gz under {trace_dir}")
+  rows = op_table(trace)
+  summed = sum(r[3] for r in rows) or 1.0
+  lines = [f"{'jitted function':16s} {'XLA operation':30s} {'calls':>6s} {'ms':>8s} {'share':>6s}"]
+  lines += [f"{m[:16]:16s} {n[:30]:30s} {c:6d} {t:8.1f} {t / summed:6.1%}" for m, n, c, t in rows[:top]]
+  lines.append(f"{len(rows)} rows, {summed:.1f} ms in all (the call: {wall:.1f} ms wall, profiled)")
+  lines.append(f"trace: {trace}")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--preset", default="full", choices=sorted(bench.PRESETS))
   p.add_argument("--problem", default="c")
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--phases", action="store_true", help="then time each host-loop call of one more run")
+  p.add_argument("--profile", metavar="DIR", help="then profile one more run into DIR; print time per XLA op")
   args = p.parse_args(argv)
   spec = next(s for s in bench.PRESETS[args.preset]["problems"] if s.name == args.problem)
   c_np, z_np = bench.make_problem(spec)
@@ -94,6 +152,8 @@ def main(argv=None) -> int:
   )
   if args.phases:
     print(_phases(lambda: sparse.nonneg_lasso(dictionary, z, spec.lam)))
+  if args.profile:
+    print(_profile(lambda: jax.block_until_ready(sparse.nonneg_lasso(dictionary, z, spec.lam)), args.profile))
   return 0
 
 

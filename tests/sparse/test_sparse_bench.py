@@ -148,3 +148,49 @@ def test_cputime_phases_time_every_host_loop_call(capsys):
   names = [r[0] for r in rows]
   assert names[0] == "_ws_start" and names[-1] == "_ws_result" and len(names) >= 3, out
   assert all(int(r[1]) >= 8 and float(r[2]) > 0 for r in rows), out  # buckets of >= 8 rows
+
+
+def test_op_table_sums_leaf_operations_per_function(tmp_path):
+  """``sparse_cputime.op_table`` on a hand-made Perfetto trace: the XLA operations' events summed per (HLO
+  module, operation) with numbered clones merged; events that are no XLA operation (host code, thunk
+  executor, waits) and the ``while``/``cond`` events that contain other operations are left out."""
+  import gzip
+  import json
+
+  from benchmarks import sparse_cputime
+
+  def event(name, dur, **args):
+    return {"ph": "X", "name": name, "pid": 1, "tid": 2, "ts": 0, "dur": dur, "args": args}
+
+  def op(name, dur, module="jit__ws_certify"):
+    return event(name, dur, hlo_op=name, hlo_module=module)
+
+  events = [{"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "tf_XLAEigen/7"}}]
+  events += [op("dot.6", 1500.0), op("dot", 500.0), op("dot.2", 250.0, module="jit__ws_warm")]
+  events += [op("cond.3.clone", 700.0), op("while.35", 800.0), op("custom-call", 3000.0)]
+  events += [event("ThunkExecutor::Execute", 900.0), event("Rendezvous", 100.0), event("$_api.py:183", 50.0)]
+  path = tmp_path / "perfetto_trace.json.gz"
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  assert sparse_cputime.op_table(path) == [
+    ("_ws_certify", "custom-call", 1, 3.0),
+    ("_ws_certify", "dot", 2, 2.0),
+    ("_ws_warm", "dot", 1, 0.25),
+  ]
+
+
+def test_cputime_profile_reads_the_trace_it_wrote(tmp_path, capsys):
+  """``sparse_cputime --profile DIR`` writes a trace of one working-set run into DIR and tables the time of
+  its XLA operations, every one inside a jitted function of the solver."""
+  from benchmarks import sparse_cputime
+
+  args = ["--preset", "tiny", "--problem", "b", "--repeats", "1", "--profile", str(tmp_path)]
+  assert sparse_cputime.main(args) == 0
+  out = capsys.readouterr().out
+  traces = list(tmp_path.glob("plugins/profile/*/perfetto_trace.json.gz"))
+  assert len(traces) == 1, out
+  rows = sparse_cputime.op_table(traces[0])
+  functions = {r[0] for r in rows}
+  assert "_ws_start" in functions and "?" not in functions, rows
+  assert all(c >= 1 and t >= 0 for _, _, c, t in rows) and sum(r[3] for r in rows) > 0, rows
+  assert f"{len(rows)} rows" in out and str(traces[0]) in out, out
