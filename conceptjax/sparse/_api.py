@@ -126,7 +126,7 @@ def _ws_warm(embeddings, l1_penalty, indices, weights, dictionary, *, config, wa
   """(small problems [B], w [B, K] after the warm active-set steps, ok [B]: the small problem is solved,
   atoms [B, K, d] of the candidates, passed on to ``_ws_certify`` instead of gathered again).
 
-  ``warm=False`` skips the active-set steps (every row then goes to the interior point)."""
+  ``warm=False`` skips the active-set steps (every row then goes to the restarts)."""
   atoms, qp = ws.restricted_qp(Problem(dictionary, embeddings, l1_penalty), indices)
   tol = ws.inner_tol(config, embeddings.dtype)
   if not warm:
@@ -137,8 +137,9 @@ def _ws_warm(embeddings, l1_penalty, indices, weights, dictionary, *, config, wa
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _ws_cold(rows, w, qp, *, config):
-  """[B, K] solution of the small problems ``rows`` [B] of ``qp`` (warm start ``w`` [B, K] failed):
-  interior point, then active-set steps."""
+  """[B, K] solution of the small problems ``rows`` [B] of ``qp`` (warm start ``w`` [B, K] failed): the
+  restarts of ``_gram.cold_phase`` (projected gradient, then interior point where needed), each polished
+  by active-set steps."""
   qp = jax.tree.map(lambda a: a[rows], qp)
   b = w.shape[0]
   w, _ = _gram.cold_phase(
@@ -149,6 +150,8 @@ def _ws_cold(rows, w, qp, *, config):
     tol=ws.inner_tol(config, w.dtype),
     max_iter=config.inner_max_iter,
     ipm_iter=config.ipm_iter,
+    pg_iter=config.pg_iter,
+    polish_iter=config.polish_iter,
     serial=config.serial_lapack,
   )
   return w
@@ -158,7 +161,7 @@ def _ws_cold(rows, w, qp, *, config):
 def _ws_rough(rows, qp, *, config):
   """[B, K] rough solution (``_gram.rough_solve``) of the small problems ``rows`` [B] of ``qp``."""
   qp = jax.tree.map(lambda a: a[rows], qp)
-  return _gram.rough_solve(qp, ipm_iter=config.rough_iter, serial=config.serial_lapack)
+  return _gram.rough_solve(qp, iters=config.rough_iter)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -181,7 +184,7 @@ def _bucket(rows: np.ndarray, total: int, factor: int = 4) -> np.ndarray:
 
 
 def _ws_outer_step(config, dictionary, embeddings, lam, state, mesh, warm=True) -> ws.WorkingSetState:
-  """``ws.outer_step`` on a bucket of rows, with the small problems' cold restart (interior point) run on
+  """``ws.outer_step`` on a bucket of rows, with the small problems' restarts (``_gram.cold_phase``) run on
   the rows whose warm start failed only (gathered into a bucket of their own). Of those, the rows whose
   violators overflowed the candidates (``state.overflow``) get a rough solve instead (``_gram.rough_solve``,
   unless ``config.rough_iter`` is 0): they almost never certify at this iteration, and the candidates
@@ -216,8 +219,8 @@ def _ws_step(embeddings, l1_penalty, state, dictionary, *, config):
   return ws.outer_step(Problem(dictionary, embeddings, l1_penalty), state, config)
 
 
-# Buckets of fewer rows run the fused ``ws.outer_step`` (one executable): splitting off the interior-point
-# restart pays off on large batches only, and each split piece is one more compilation.
+# Buckets of fewer rows run the fused ``ws.outer_step`` (one executable): splitting off the restarts pays
+# off on large batches only, and each split piece is one more compilation.
 _SPLIT_MIN_ROWS = 64
 
 
@@ -230,8 +233,8 @@ def _working_set_compacted(
   gathered into a smaller bucket (``_bucket``) once enough have converged (on the Gaussian benchmark most
   converge after the first or second iteration; on the coherent one most after the third, the rest after
   the fourth), the finished rows' states are kept on the host, and within an iteration the small problems'
-  interior-point restart runs on the rows that need it only (``_ws_outer_step``; buckets under
-  ``split_min_rows`` rows run the fused ``ws.outer_step`` instead). The first iteration solves on
+  restarts run on the rows that need them only (``_ws_outer_step``; buckets under ``split_min_rows``
+  rows run the fused ``ws.outer_step`` instead). The first iteration solves on
   ``config.first_size`` candidates. Rows are independent, so each row follows ``ws.outer_step``'s
   iteration (up to the extra active-set step a warm-solved row takes inside the batched solve, and the
   rough solve of rows whose violators overflowed the candidates, see ``_ws_outer_step``).
@@ -248,7 +251,7 @@ def _working_set_compacted(
     rows = _bucket(todo, total, factor=2)
     sub = ws.WorkingSetState(*(a[rows] for a in state))
     # Right after the first iteration on first_size candidates most supports change (97% of the warm
-    # starts fail on the coherent benchmark): that iteration goes straight to the interior point.
+    # starts fail on the coherent benchmark): that iteration goes straight to the restarts.
     warm = not (it == 1 and 0 < config.first_size < config.working_size)
     if len(rows) >= split_min_rows:
       new = _ws_outer_step(config, dictionary, embeddings[rows], lam[rows], sub, mesh, warm=warm)

@@ -15,6 +15,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -70,6 +71,27 @@ def spectral_norm_sq(dictionary: jax.Array, num_iter: int) -> jax.Array:
   return jnp.sum(jnp.matmul(dictionary, v, precision=HIGHEST) ** 2)
 
 
+def restarted_step(state: FistaState, gradient: Callable[[jax.Array], jax.Array], lipschitz) -> FistaState:
+  """One FISTA step with gradient restart on ``min f(w) + lam sum(w)`` over ``w >= 0``, batched over rows.
+
+  Args:
+    state: iterate ``w``, extrapolated point ``y`` (both [B, n]) and momentum ``t`` [B].
+    gradient: ``y -> grad f(y) + lam`` [B, n], the gradient of the whole objective at ``y``.
+    lipschitz: Lipschitz constant of ``grad f`` (a scalar, or [B, 1] per row); the step is its inverse.
+  """
+  w = jnp.maximum(state.y - gradient(state.y) / lipschitz, 0.0)  # prox of lam |w|_1 + (w >= 0)
+  uphill = jnp.sum((state.y - w) * (w - state.w), axis=-1) > 0  # [B]
+  t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * state.t**2))
+  beta = jnp.where(uphill, 0.0, (state.t - 1.0) / t_next)[:, None]
+  return FistaState(w, w + beta * (w - state.w), jnp.where(uphill, 1.0, t_next))
+
+
+def zero_state(shape: tuple[int, int], dtype) -> FistaState:
+  """The start ``w = y = 0``, ``t = 1``."""
+  zeros = jnp.zeros(shape, dtype)
+  return FistaState(zeros, zeros, jnp.ones(shape[:1], dtype))
+
+
 def fista(problem: Problem, config: FistaConfig = FistaConfig()) -> NonnegLassoResult:
   """Batched non-negative lasso by FISTA with gradient restart (module docstring). Pure and jit-able.
 
@@ -80,20 +102,10 @@ def fista(problem: Problem, config: FistaConfig = FistaConfig()) -> NonnegLassoR
   Returns:
     NonnegLassoResult of width ``min(max_active, c)``.
   """
-  b = problem.embeddings.shape[0]
-  c = problem.dictionary.shape[0]
-  dtype = problem.embeddings.dtype
   lipschitz = 2.0 * spectral_norm_sq(problem.dictionary, config.power_iter) * 1.02
-  lam = problem.l1_penalty[:, None]
 
   def step(state: FistaState, _) -> FistaState:
-    grad = full_gradient(problem, dense_residual(problem, state.y)) - lam  # smooth part only
-    w = jnp.maximum(state.y - (grad + lam) / lipschitz, 0.0)
-    uphill = jnp.sum((state.y - w) * (w - state.w), axis=-1) > 0  # [B]
-    t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * state.t**2))
-    beta = jnp.where(uphill, 0.0, (state.t - 1.0) / t_next)[:, None]
-    return FistaState(w, w + beta * (w - state.w), jnp.where(uphill, 1.0, t_next))
+    return restarted_step(state, lambda y: full_gradient(problem, dense_residual(problem, y)), lipschitz)
 
-  zeros = jnp.zeros((b, c), dtype)
-  init = FistaState(zeros, zeros, jnp.ones((b,), dtype))
+  init = zero_state((problem.embeddings.shape[0], problem.dictionary.shape[0]), problem.embeddings.dtype)
   return solve_dense(problem, step, init, lambda s: s.w, config)
