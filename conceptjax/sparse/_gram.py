@@ -18,8 +18,9 @@ Once the free set is the optimal support, candidate 1 is the exact minimiser (to
 start with nearly the right support (later working-set iterations) that takes 1-3 steps. From a poor start
 on a coherent dictionary (near-duplicate atoms) the Newton candidates are rejected and progress is slow, so
 rows still unsolved after a few steps restart, in turn, from two estimates of the support that the
-active-set steps then polish: accelerated projected gradient (``rough_solve``: 100 steps of one batched
-[K, K] product each, no factorisation; enough for 1-3 polishing steps on the benchmark problems), and for
+active-set steps then polish: accelerated projected gradient (``rough_solve``, where ``pg_iter`` > 0: the
+working set uses 100 steps of one batched [K, K] product each, no factorisation, enough for 1-3 polishing
+steps on the benchmark problems), and for
 the rows that still fail, a Mehrotra interior point (``_interior_point``, ~15 Cholesky solves whatever the
 conditioning). A row stops when its KKT violation is below ``tol`` or when no candidate lowers its
 objective (the rounding floor).
@@ -287,7 +288,7 @@ def solve_gram_qp(
   max_iter: int,
   warm_iter: int = 6,
   ipm_iter: int = 25,
-  pg_iter: int = 100,
+  pg_iter: int = 0,
   polish_iter: int = 6,
   serial: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
@@ -307,7 +308,10 @@ def solve_gram_qp(
     max_iter: cap on the active-set steps after the interior point (each: one batched Cholesky [B, K, K]).
     warm_iter: active-set steps tried from the warm start.
     ipm_iter: cap on interior-point iterations (each: one batched Cholesky).
-    pg_iter: accelerated projected-gradient steps of the first restart (each: one batched [K, K] product).
+    pg_iter: accelerated projected-gradient steps of the first restart (each: one batched [K, K] product);
+      0 (the default, OMP's: its refits add one atom to a solved problem, the warm start rarely fails, and
+      100 steps made OMP ~10% slower on (a)) restarts from the interior point only. The working set uses
+      100 (``WorkingSetConfig.pg_iter``).
     polish_iter: active-set steps tried from the projected-gradient restart.
     serial: one matrix per LAPACK call (``cholesky``): required on several CPU devices.
 
@@ -380,7 +384,7 @@ def cold_phase(
   tol: float,
   max_iter: int,
   ipm_iter: int,
-  pg_iter: int = 100,
+  pg_iter: int = 0,
   polish_iter: int = 6,
   serial: bool = False,
 ) -> tuple[jax.Array, jax.Array]:

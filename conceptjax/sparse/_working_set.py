@@ -24,8 +24,8 @@ small problems (``_gram.cold_phase``) runs on the rows whose warm start failed o
 violators than free slots (``WorkingSetState.overflow``: the candidates cannot hold them all, so the row
 almost never certifies at that iteration) get a rough solve instead (``_gram.rough_solve``: accelerated
 projected-gradient steps, no polish), from which the next candidates are picked as well as from the exact
-solution. The
-certification stays exact: a row stops only when its KKT violation over all concepts is within ``tol``.
+solution. The certification stays exact: a row stops only when its KKT violation over all concepts is
+within ``tol``.
 
 References:
   Johnson & Guestrin, "Blitz: A principled meta-algorithm for scaling sparse optimization", ICML 2015.
