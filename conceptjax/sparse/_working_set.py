@@ -74,8 +74,8 @@ class WorkingSetConfig:
     ipm_iter: cap on interior-point iterations of the second restart.
     pg_iter: accelerated projected-gradient steps of the first restart (0: straight to the interior
       point). 100 lets 1-3 active-set steps finish the small problems of the benchmark problems; against
-      the interior point alone it took (a) 217 -> 201 ms, (b) 433 -> 406 ms, (c) 5.65 -> 5.38 s (the
-      README's sparse section).
+      the interior point alone it took (a) 217 -> 201 ms, (b) 433 -> 406 ms, (c) 5.65 -> 5.38 s (scratch
+      runs interleaved in one process; the README's sparse section).
     polish_iter: active-set steps from the first restart before the second.
     first_size: candidates per row in the first outer iteration of ``nonneg_lasso``'s host-driven loop
       (0 or >= ``working_size``: ``working_size``). The first candidates (the concepts most correlated
