@@ -9,6 +9,7 @@ Usage::
   python -m benchmarks.sparse_cputime --problem b --preset main
   python -m benchmarks.sparse_cputime --problem b --preset main --phases   # + time of each host-loop call
   python -m benchmarks.sparse_cputime --problem b --preset main --profile workdirs/trace   # + time per XLA op
+  python -m benchmarks.sparse_cputime --problem b --preset main --streams 1,2 --repeats 10   # threads A/B
 
 ``--phases`` then runs it once more timing every jitted call of ``nonneg_lasso``'s host-driven loop (each
 goes through ``parallel.map_batched``; wall and CPU time, each call waited for with ``block_until_ready``,
@@ -18,6 +19,11 @@ so calls no longer overlap with the host's bookkeeping) and prints them in order
 TensorBoard) and prints the time of each kind of XLA operation summed over the run (``op_table``): which
 kernels the time goes to (products, per-row Grams, Cholesky, ``top_k``, ...), where ``--phases`` says which
 step of the iteration.
+
+``--streams 1,2`` compares ``nonneg_lasso`` with its host loop capped at 1 and at 2 threads (row groups run
+side by side on one CPU device, ``_api._working_set_streams``), interleaved with each other and with the
+dense product in one process, ``--repeats`` rounds: median wall and CPU time of each, the streams the
+solver actually used, and the largest objective difference to the first count's result.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import numpy as np
 
 from benchmarks import sparse_solvers as bench
 from conceptjax import parallel, sparse
+from conceptjax.sparse import _api
 from conceptjax.sparse._problem import HIGHEST
 
 
@@ -121,6 +128,42 @@ def _profile(run, trace_dir: str, top: int = 15) -> str:
   return "\n".join(lines)
 
 
+def _compare_streams(solve, dense, counts: list[int], repeats: int) -> str:
+  """Interleaved rounds of ``solve()`` with ``nonneg_lasso``'s host streams capped at each of ``counts``
+  (``_api._host_streams``) and of ``dense()``; a table of medians (see the module docstring)."""
+  rule, used = _api._host_streams, {}
+
+  def capped(n):
+    def streams(mesh, batch, _):
+      used[n] = rule(mesh, batch, n)
+      return used[n]
+
+    return mock.patch.object(_api, "_host_streams", streams)
+
+  results, times = {}, {n: [] for n in counts}
+  for n in counts:  # first calls: compilation of each count's bucket shapes
+    with capped(n):
+      results[n] = jax.block_until_ready(solve())
+  dense_times = []
+  for _ in range(repeats):
+    for n in counts:
+      with capped(n):
+        times[n].append(_timed(solve, 1)[:2])
+    dense_times.append(_timed(dense, 1)[:2])
+  d_cpu, d_wall = np.median(dense_times, axis=0)
+  base = np.asarray(results[counts[0]].objective)
+  head = ("streams", "used", "wall ms", "CPU ms", "x dense", "max |d obj|")
+  lines = [" ".join(f"{h:>{w}s}" for h, w in zip(head, (7, 4, 8, 8, 7, 11), strict=True))]
+  for n in counts:
+    cpu, wall = np.median(times[n], axis=0)
+    diff = float(np.max(np.abs(np.asarray(results[n].objective) - base)))
+    lines.append(
+      f"{n:7d} {used.get(n, 1):4d} {wall * 1e3:8.1f} {cpu * 1e3:8.1f} {wall / d_wall:7.1f} {diff:11.2e}"
+    )
+  lines.append(f"{'dense':>7s} {'':4s} {d_wall * 1e3:8.1f} {d_cpu * 1e3:8.1f} (median of {repeats} rounds)")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--preset", default="full", choices=sorted(bench.PRESETS))
@@ -128,6 +171,7 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--phases", action="store_true", help="then time each host-loop call of one more run")
   p.add_argument("--profile", metavar="DIR", help="then profile one more run into DIR; print time per XLA op")
+  p.add_argument("--streams", metavar="N,M", help="then compare host-loop thread counts, interleaved")
   args = p.parse_args(argv)
   spec = next(s for s in bench.PRESETS[args.preset]["problems"] if s.name == args.problem)
   c_np, z_np = bench.make_problem(spec)
@@ -154,6 +198,10 @@ def main(argv=None) -> int:
     print(_phases(lambda: sparse.nonneg_lasso(dictionary, z, spec.lam)))
   if args.profile:
     print(_profile(lambda: jax.block_until_ready(sparse.nonneg_lasso(dictionary, z, spec.lam)), args.profile))
+  if args.streams:
+    counts = [int(n) for n in args.streams.split(",")]
+    solve = lambda: sparse.nonneg_lasso(dictionary, z, spec.lam)  # noqa: E731
+    print(_compare_streams(solve, lambda: dense(z, dictionary), counts, args.repeats))
   return 0
 
 

@@ -88,6 +88,9 @@ class WorkingSetConfig:
       that ``nonneg_lasso``'s host-driven loop gives to rows whose violators overflowed the candidates
       (``WorkingSetState.overflow``), with no active-set polish; 0 solves them exactly like the other
       rows.
+    streams: row groups ``nonneg_lasso``'s host-driven loop runs side by side in threads on a mesh of one
+      CPU device (``_api._working_set_streams``; at most one per 64 rows). The all-in-jit
+      :func:`working_set` ignores it.
   """
 
   working_size: int = 48
@@ -103,6 +106,7 @@ class WorkingSetConfig:
   rough_iter: int = 50
   pg_iter: int = 100
   polish_iter: int = 6
+  streams: int = 2
 
 
 class WorkingSetState(NamedTuple):

@@ -194,3 +194,18 @@ def test_cputime_profile_reads_the_trace_it_wrote(tmp_path, capsys):
   assert "_ws_start" in functions and "?" not in functions, rows
   assert all(c >= 1 and t >= 0 for _, _, c, t in rows) and sum(r[3] for r in rows) > 0, rows
   assert f"{len(rows)} rows" in out and str(traces[0]) in out, out
+
+
+def test_cputime_streams_table(capsys):
+  """``sparse_cputime --streams 1,2``: a row per thread count with the streams actually used (one here: the
+  tests' mesh has 8 devices, which run side by side already) and the same objectives, then the product."""
+  from benchmarks import sparse_cputime
+
+  args = ["--preset", "tiny", "--problem", "b", "--repeats", "2", "--streams", "1,2"]
+  assert sparse_cputime.main(args) == 0
+  lines = capsys.readouterr().out.splitlines()
+  start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["streams", "used"])
+  rows = [line.split() for line in lines[start + 1 : start + 3]]
+  assert [r[:2] for r in rows] == [["1", "1"], ["2", "1"]], lines
+  assert all(float(r[2]) > 0 and float(r[5]) == 0.0 for r in rows), lines
+  assert lines[start + 3].split()[0] == "dense", lines

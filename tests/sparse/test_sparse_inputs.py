@@ -11,14 +11,16 @@ C = RNG.normal(size=(20, 6))
 Z = RNG.normal(size=(4, 6))
 
 
-def _with(a, row, value):
+def _with(a, where, value):
   a = a.copy()
-  a[row] = value
+  a[where] = value
   return a
 
 
 CASES = [
   ("nan embedding", dict(embeddings=_with(Z, 2, np.nan)), "embeddings row 2 contains NaN or Inf"),
+  ("one nan", dict(embeddings=_with(Z, (1, 4), np.nan)), "embeddings row 1 contains NaN or Inf"),
+  ("one -inf atom", dict(dictionary=_with(C, (11, 2), -np.inf)), "dictionary row 11 contains NaN or Inf"),
   ("inf dictionary", dict(dictionary=_with(C, 7, np.inf)), "dictionary row 7 contains NaN or Inf"),
   ("zero embedding", dict(embeddings=_with(Z, 3, 0.0)), "embeddings row 3 has zero norm"),
   ("zero atom", dict(dictionary=_with(C, 5, 0.0)), "dictionary row 5 has zero norm"),

@@ -263,6 +263,49 @@ def test_split_host_driver_matches_sklearn(x64, kind="coherent"):
   assert np.all(_kkt(dictionary, z, w, LAM) <= 1e-8)
 
 
+def test_host_streams_match_one_stream_and_sklearn(x64):
+  """On one CPU device ``nonneg_lasso`` runs its host loop on two halves of the batch in two threads: the
+  result is the single loop's (same supports and weights, rows in order) and at sklearn's objective."""
+  from unittest import mock
+
+  from conceptjax.sparse import _api
+
+  dictionary, z = _problem("coherent", b=130)
+  d = dictionary.shape[1]
+  lasso = Lasso(alpha=LAM / (2 * d), positive=True, fit_intercept=False, tol=1e-10, max_iter=100000)
+  best = _objective(dictionary, z, np.stack([lasso.fit(dictionary.T, row).coef_ for row in z]), LAM)
+  mesh = parallel.data_mesh(jax.devices()[:1])
+  assert _api._host_streams(mesh, z.shape[0], sparse.WorkingSetConfig.streams) == 2
+  calls, compacted = [], _api._working_set_compacted
+
+  def spy(config, dictionary, embeddings, *args, **kwargs):
+    calls.append((embeddings.shape[0], config.serial_lapack))
+    return compacted(config, dictionary, embeddings, *args, **kwargs)
+
+  def solve():
+    return sparse.nonneg_lasso(dictionary, z, LAM, tol=1e-9, mesh=mesh)
+
+  with mock.patch.object(_api, "_working_set_compacted", spy):
+    two = solve()
+    with mock.patch.object(_api, "_host_streams", lambda *_: 1):
+      one = solve()
+  assert sorted(calls) == [(65, True), (65, True), (130, False)]  # two threads, LAPACK one matrix a call
+  np.testing.assert_array_equal(two.indices, one.indices)
+  np.testing.assert_allclose(two.values, one.values, rtol=1e-9, atol=1e-12)
+  assert np.all(two.converged)
+  np.testing.assert_allclose(two.objective, best, rtol=1e-6)
+
+
+def test_host_streams_rule():
+  """Threads on one CPU device only, at most one per 64 rows; several devices already run side by side."""
+  from conceptjax.sparse import _api
+
+  one = parallel.data_mesh(jax.devices()[:1])
+  assert [_api._host_streams(one, b, 2) for b in (8, 127, 128, 1024)] == [1, 1, 2, 2]
+  assert _api._host_streams(one, 1024, 3) == 3
+  assert _api._host_streams(parallel.data_mesh(), 1024, 2) == (1 if jax.device_count() > 1 else 2)
+
+
 @pytest.mark.parametrize("kind", ["gaussian", "coherent"])
 def test_certify_matches_numpy(x64, kind):
   """``certify`` (the host driver's per-iteration certificate) against numpy: KKT violation over all
