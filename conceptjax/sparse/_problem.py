@@ -26,6 +26,33 @@ PAD_INDEX = -1  # index stored in the unused slots of ``NonnegLassoResult.indice
 HIGHEST = jax.lax.Precision.HIGHEST  # full float32 products on accelerators (TF32 would spoil the KKT check)
 
 
+def top_k(x: jax.Array, k: int, block: int = 32) -> tuple[jax.Array, jax.Array]:
+  """``jax.lax.top_k`` over the last axis of [B, n] ``x``: the same values, and indices of those values
+  (which index of several equal ones may differ).
+
+  On CPU in two rounds where ``n`` is large: the maximum of each block of ``block`` entries, the ``k``
+  blocks with the largest maxima (they hold the ``k`` largest entries: a block without any of them has a
+  maximum below all of them), then ``top_k`` over those ``k * block`` entries. XLA's CPU ``top_k`` visits
+  entries one by one on one core (about 4 ns each) where a block maximum is one vectorised pass: on the
+  certificates of the benchmark problems (k=49, one stream's rows) 5.3 -> 4.4 ms on [128, 10,000] and
+  66 -> 48 ms on [512, 37,445], interleaved in one process. Elsewhere, or with fewer than ``4 k`` blocks,
+  one ``top_k``.
+  """
+  n = x.shape[-1]
+  blocks = -(-n // block)
+  if blocks < 4 * k:
+    return jax.lax.top_k(x, k)
+
+  def two_rounds(x):
+    padded = jnp.pad(x, ((0, 0), (0, blocks * block - n)), constant_values=-jnp.inf)
+    _, best = jax.lax.top_k(jnp.max(padded.reshape(-1, blocks, block), axis=-1), k)  # [B, k] blocks
+    entries = (best[:, :, None] * block + jnp.arange(block)).reshape(x.shape[0], k * block)
+    values, pos = jax.lax.top_k(jnp.take_along_axis(padded, entries, axis=-1), k)
+    return values, jnp.take_along_axis(entries, pos, axis=-1)
+
+  return jax.lax.platform_dependent(x, cpu=two_rounds, default=lambda x: tuple(jax.lax.top_k(x, k)))
+
+
 class Problem(NamedTuple):
   """A batch of non-negative lasso problems sharing one dictionary (arrays only, so it can be vmapped).
 

@@ -50,6 +50,7 @@ from conceptjax.sparse._problem import (
   full_gradient,
   objective_from_residual,
   sparse_result,
+  top_k,
 )
 
 
@@ -157,9 +158,7 @@ def _next_candidates(
   # One more than the slots (where c allows): whether the violators overflow the free slots. Read the
   # outputs with gathers and reductions, not slices: XLA's CPU backend turns a top_k whose outputs are
   # sliced into a full sort (about 0.7 s on [256, 10,000]).
-  neg, violators = jax.lax.top_k(
-    jnp.where(support, -jnp.inf, -gradient), min(k + 1, c)
-  )  # most violating first
+  neg, violators = top_k(jnp.where(support, -jnp.inf, -gradient), min(k + 1, c))  # most violating first
   order = jnp.argsort(~active, axis=-1, stable=True)  # support first
   sorted_idx = jnp.take_along_axis(indices, order, axis=-1)
   sorted_w = jnp.take_along_axis(weights, order, axis=-1)
@@ -186,7 +185,7 @@ def initial_state(problem: Problem, config: WorkingSetConfig, size: int | None =
   dictionary, z, lam = problem
   k = min(size or config.working_size, config.working_size, dictionary.shape[0])
   corr = jnp.matmul(z, dictionary.T, precision=HIGHEST)  # [B, c], the gradient at 0 is lam - 2 corr
-  _, idx0 = jax.lax.top_k(corr, k)
+  _, idx0 = top_k(corr, k)
   violation = 2.0 * corr - lam[:, None]  # -gradient at 0
   kkt0 = jnp.max(jnp.maximum(violation, 0.0), axis=-1)
   return WorkingSetState(

@@ -344,3 +344,23 @@ def test_certify_matches_numpy(x64, kind):
     np.testing.assert_array_equal(np.asarray(out.indices[i, support.size :]), ranked)
     assert bool(out.overflow[i]) == (violators.size > free)
   assert np.any(np.asarray(out.overflow)) and not np.all(np.asarray(out.overflow))
+
+
+@pytest.mark.parametrize("n", [5000, 4999, 300])  # two rounds (a partial last block), one lax.top_k
+def test_top_k_matches_lax(n):
+  """``_problem.top_k`` (the working set's candidate pick: block maxima, then the best blocks' entries)
+  gives lax.top_k's values, sorted, with indices of those values, none repeated; masked (-inf) entries
+  and equal values included."""
+  from conceptjax.sparse._problem import top_k
+
+  rng = np.random.default_rng(n)
+  x = rng.normal(size=(6, n)).astype(np.float32)
+  x[0, rng.choice(n, n - 30, replace=False)] = -np.inf  # fewer finite entries than k
+  x[1, : n // 2] = x[1, n // 2 : 2 * (n // 2)]  # every value twice
+  x[2, -5:] = 10.0  # the largest ones in the partial last block
+  k = 40
+  values, indices = jax.jit(lambda x: top_k(x, k, block=16))(x)
+  expected, _ = jax.lax.top_k(x, k)
+  np.testing.assert_array_equal(values, expected)
+  np.testing.assert_array_equal(np.take_along_axis(x, np.asarray(indices), axis=1), values)
+  assert all(len(set(row)) == k for row in np.asarray(indices)) and np.all(np.asarray(indices) < n)
