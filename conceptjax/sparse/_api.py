@@ -289,12 +289,13 @@ def _working_set_streams(config, dictionary, embeddings, lam, mesh) -> NonnegLas
 
   XLA's CPU runtime runs the operations of one executable one at a time, and only the full products use
   every core: the per-row Grams, ``top_k`` and the small solves (about 60% of the time on the coherent
-  benchmark problem) run on one. Two host loops on two halves of the batch keep both cores busy (on 2
-  cores, one thread against two, interleaved in one process: (b) 255 -> 227 ms, (a) 125 -> 121 ms,
-  (c) 4.71 -> 3.72 s; the README's sparse section). Rows are
-  independent, so the result is the single loop's, up to rounding. The threads feed LAPACK one matrix at
-  a time (``serial_lapack``): jaxlib's batched kernels wait for the XLA thread pool from inside it and
-  deadlock when two executables call them at once.
+  benchmark problem) run on one. Two host loops on two halves of the batch keep both cores busy: on 2
+  cores, one thread against two, (b) 241 -> 210 ms, (a) 119 -> 111 ms, (c) 3.32 -> 2.76 s
+  (``python -m benchmarks.sparse_cputime --preset main --problem b --repeats 10 --streams 1,2``, thread
+  counts interleaved in one process; the README's sparse section). Rows are independent, so the result
+  is the single loop's, up to rounding. The threads feed LAPACK one matrix at a time (``serial_lapack``):
+  jaxlib's batched kernels wait for the XLA thread pool from inside it and deadlock when two executables
+  call them at once.
   """
   streams = _host_streams(mesh, embeddings.shape[0], config.streams)
   if streams == 1:
