@@ -84,7 +84,8 @@ class WorkingSetConfig:
       little; the next iteration refills to ``working_size``. The all-in-jit :func:`working_set` keeps
       ``working_size`` throughout.
     serial_lapack: one matrix per LAPACK call (``_gram.cholesky``); ``nonneg_lasso`` sets it on a
-      multi-device CPU mesh, where jaxlib's batched kernels can deadlock.
+      multi-device CPU mesh and in its host-loop threads (``streams``), where jaxlib's batched kernels can
+      deadlock.
     rough_iter: accelerated projected-gradient steps of the rough small solve (``_gram.rough_solve``)
       that ``nonneg_lasso``'s host-driven loop gives to rows whose violators overflowed the candidates
       (``WorkingSetState.overflow``), with no active-set polish; 0 solves them exactly like the other
