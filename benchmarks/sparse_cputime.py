@@ -10,6 +10,7 @@ Usage::
   python -m benchmarks.sparse_cputime --problem b --preset main --phases   # + time of each host-loop call
   python -m benchmarks.sparse_cputime --problem b --preset main --profile workdirs/trace   # + time per XLA op
   python -m benchmarks.sparse_cputime --problem b --preset main --streams 1,2 --repeats 10   # threads A/B
+  python -m benchmarks.sparse_cputime --problem b --preset main --top-k --repeats 15   # top_k A/B
 
 ``--phases`` then runs it once more timing every jitted call of ``nonneg_lasso``'s host-driven loop (each
 goes through ``parallel.map_batched``; wall and CPU time, each call waited for with ``block_until_ready``,
@@ -24,6 +25,10 @@ step of the iteration.
 side by side on one CPU device, ``_api._working_set_streams``), interleaved with each other and with the
 dense product in one process, ``--repeats`` rounds: median wall and CPU time of each, the streams the
 solver actually used, and the largest objective difference to the first count's result.
+
+``--top-k`` times ``jax.lax.top_k`` against the working set's ``_problem.top_k`` (two rounds on CPU) on the
+scores ``z C^T`` of one thread's rows (half the batch), for the start's and the certificates' ``k`` (32 and
+49), interleaved, ``--repeats`` rounds, and checks that both give the same values.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import numpy as np
 from benchmarks import sparse_solvers as bench
 from conceptjax import parallel, sparse
 from conceptjax.sparse import _api
-from conceptjax.sparse._problem import HIGHEST
+from conceptjax.sparse._problem import HIGHEST, top_k
 
 
 def _timed(fn, repeats: int) -> tuple[float, float, object]:
@@ -164,6 +169,24 @@ def _compare_streams(solve, dense, counts: list[int], repeats: int) -> str:
   return "\n".join(lines)
 
 
+def _compare_top_k(scores: jax.Array, ks: list[int], repeats: int) -> str:
+  """Median times of ``lax.top_k`` and ``_problem.top_k`` on ``scores`` [B, n] for each ``k``,
+  interleaved; raises if their values differ."""
+  lines = [f"{'k':>3s} {'rows x n':>14s} {'lax.top_k ms':>12s} {'two-round ms':>12s}"]
+  for k in ks:
+    fns = (jax.jit(lambda x, k=k: jax.lax.top_k(x, k)), jax.jit(lambda x, k=k: top_k(x, k)))
+    (ref, _), (out, _) = (jax.block_until_ready(f(scores)) for f in fns)
+    if not np.array_equal(np.asarray(ref), np.asarray(out)):
+      raise AssertionError(f"top_k values differ from lax.top_k's at k={k}")
+    times = [[], []]
+    for _ in range(repeats):
+      for t, f in zip(times, fns, strict=True):
+        t.append(_timed(lambda f=f: f(scores), 1)[1])
+    shape = f"{scores.shape[0]} x {scores.shape[1]}"
+    lines.append(f"{k:3d} {shape:>14s} {np.median(times[0]) * 1e3:12.2f} {np.median(times[1]) * 1e3:12.2f}")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--preset", default="full", choices=sorted(bench.PRESETS))
@@ -172,6 +195,7 @@ def main(argv=None) -> int:
   p.add_argument("--phases", action="store_true", help="then time each host-loop call of one more run")
   p.add_argument("--profile", metavar="DIR", help="then profile one more run into DIR; print time per XLA op")
   p.add_argument("--streams", metavar="N,M", help="then compare host-loop thread counts, interleaved")
+  p.add_argument("--top-k", action="store_true", help="then time lax.top_k against the two-round top_k")
   args = p.parse_args(argv)
   spec = next(s for s in bench.PRESETS[args.preset]["problems"] if s.name == args.problem)
   c_np, z_np = bench.make_problem(spec)
@@ -202,6 +226,10 @@ def main(argv=None) -> int:
     counts = [int(n) for n in args.streams.split(",")]
     solve = lambda: sparse.nonneg_lasso(dictionary, z, spec.lam)  # noqa: E731
     print(_compare_streams(solve, lambda: dense(z, dictionary), counts, args.repeats))
+  if args.top_k:
+    scores = dense(z[: max(z.shape[0] // 2, 1)], dictionary)  # one thread's rows
+    k = sparse.WorkingSetConfig.working_size + 1
+    print(_compare_top_k(scores, [min(sparse.WorkingSetConfig.first_size, k), k], args.repeats))
   return 0
 
 

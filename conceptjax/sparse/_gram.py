@@ -20,10 +20,9 @@ on a coherent dictionary (near-duplicate atoms) the Newton candidates are reject
 rows still unsolved after a few steps restart, in turn, from two estimates of the support that the
 active-set steps then polish: accelerated projected gradient (``rough_solve``, where ``pg_iter`` > 0: the
 working set uses 100 steps of one batched [K, K] product each, no factorisation, enough for 1-3 polishing
-steps on the benchmark problems), and for
-the rows that still fail, a Mehrotra interior point (``_interior_point``, ~15 Cholesky solves whatever the
-conditioning). A row stops when its KKT violation is below ``tol`` or when no candidate lowers its
-objective (the rounding floor).
+steps on the benchmark problems), and for the rows that still fail, a Mehrotra interior point
+(``_interior_point``, ~15 Cholesky solves whatever the conditioning). A row stops when its KKT violation is
+below ``tol`` or when no candidate lowers its objective (the rounding floor).
 
 References:
   Lawson & Hanson, "Solving Least Squares Problems", 1974, ch. 23 (NNLS active set).

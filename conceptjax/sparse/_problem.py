@@ -33,10 +33,10 @@ def top_k(x: jax.Array, k: int, block: int = 32) -> tuple[jax.Array, jax.Array]:
   On CPU in two rounds where ``n`` is large: the maximum of each block of ``block`` entries, the ``k``
   blocks with the largest maxima (they hold the ``k`` largest entries: a block without any of them has a
   maximum below all of them), then ``top_k`` over those ``k * block`` entries. XLA's CPU ``top_k`` visits
-  entries one by one on one core (about 4 ns each) where a block maximum is one vectorised pass: on the
-  certificates of the benchmark problems (k=49, one stream's rows) 5.3 -> 4.4 ms on [128, 10,000] and
-  66 -> 48 ms on [512, 37,445], interleaved in one process. Elsewhere, or with fewer than ``4 k`` blocks,
-  one ``top_k``.
+  entries one by one on one core where a block maximum is one vectorised pass: on the scores of the
+  benchmark problems (k=49, one thread's rows) 4.6 -> 3.9 ms on [128, 10,000] and 46 -> 41-43 ms on
+  [512, 37,445] (``python -m benchmarks.sparse_cputime --preset main --problem b --top-k``; ``--problem
+  c``). Elsewhere, or with fewer than ``4 k`` blocks, one ``top_k``.
   """
   n = x.shape[-1]
   blocks = -(-n // block)

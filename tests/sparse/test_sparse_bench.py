@@ -3,6 +3,7 @@
 import importlib.util
 import os
 
+import jax
 import numpy as np
 import pytest
 import scipy.sparse
@@ -209,3 +210,17 @@ def test_cputime_streams_table(capsys):
   assert [r[:2] for r in rows] == [["1", "1"], ["2", "1"]], lines
   assert all(float(r[2]) > 0 and float(r[5]) == 0.0 for r in rows), lines
   assert lines[start + 3].split()[0] == "dense", lines
+
+
+def test_cputime_top_k_table(capsys):
+  """``sparse_cputime --top-k``: both top_k forms timed for the start's and the certificates' k, on a
+  shape large enough for the two rounds (the tiny preset's 400 concepts fall back to one lax.top_k)."""
+  from benchmarks import sparse_cputime
+
+  scores = jax.random.normal(jax.random.PRNGKey(0), (8, 7000))
+  lines = sparse_cputime._compare_top_k(scores, [32, 49], repeats=2).splitlines()
+  assert [line.split()[0] for line in lines[1:]] == ["32", "49"], lines
+  assert all(float(v) > 0 for line in lines[1:] for v in line.split()[-2:]), lines
+  args = ["--preset", "tiny", "--problem", "b", "--repeats", "1", "--top-k"]
+  assert sparse_cputime.main(args) == 0
+  assert "two-round ms" in capsys.readouterr().out
