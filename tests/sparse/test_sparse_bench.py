@@ -83,6 +83,40 @@ def test_self_consistent(tiny):
       m = methods[peer]
       assert m["extrapolated"] and m["rows_timed"] == 8
       assert m["time_s"] == pytest.approx(m["measured_s"] * 16 / 8)
+    pair = prob["side_by_side"]
+    assert pair["method"] == prob["best_method"] and pair["rounds"] == len(pair["round_ratios"]) == 5
+    assert pair["rows"] == methods[pair["method"]]["rows_timed"]
+    assert pair["tol"] == methods[pair["method"]]["solver_tol"]
+    assert pair["ratio"] == pytest.approx(np.median(pair["round_ratios"]))
+    assert pair["first_call_compiles"] == pair["round_compiles"] == 0  # the very call run_solver timed
+
+
+def test_side_by_side_repeats_the_timed_call(tmp_path, capsys):
+  """With ``--max-iter`` (part of the solver's static config) the interleaved rounds still call the compiled
+  solver: no compilation, and the table's last line reports them."""
+  args = ["--preset", "tiny", "--problems", "a", "--batch", "8", "--peers", "none", "--no-plot"]
+  args += ["--solvers", "working_set", "--max-iter", "50", "--repeats", "1", "--out", str(tmp_path)]
+  assert bench.main(args) == 0
+  pair = io.read_json(tmp_path / "sparse_solvers.json")["problems"][0]["side_by_side"]
+  assert pair["method"] == "working_set" and pair["rows"] == 8
+  assert pair["first_call_compiles"] == pair["round_compiles"] == 0
+  assert "side by side (5 interleaved rounds, 8 rows): working_set" in capsys.readouterr().out
+
+
+def test_side_by_side_pairs_adjacent_calls(monkeypatch):
+  """Each round's ratio divides the solver call by the fastest dense call right after it (a fake clock
+  that the calls advance by known amounts)."""
+  clock = [0.0]
+  monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+  solver_times = iter([50.0, 6.0, 2.0, 9.0])  # the first call of each is not timed
+  dense_times = iter([50.0, 3.0, 2.0, 4.0, 1.0, 2.0, 2.0, 1.5, 1.0, 1.0])
+
+  def advance(times):
+    clock[0] += next(times)
+
+  pair = bench.side_by_side(lambda: advance(solver_times), lambda: advance(dense_times), rounds=3)
+  assert pair["round_ratios"] == [3.0, 2.0, 9.0]
+  assert pair["ratio"] == 3.0 and pair["solver_s"] == 6.0 and pair["dense_s"] == 1.0
 
 
 def test_peers_agree_with_solvers(tiny):
