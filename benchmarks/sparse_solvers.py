@@ -312,7 +312,6 @@ def run_solver(
   Returns:
     (timing, result, XLA compilations during the warm calls: should be 0).
   """
-
   if not getattr(_count_compile, "registered", False):
     jax.monitoring.register_event_duration_secs_listener(_count_compile)
     _count_compile.registered = True
@@ -486,7 +485,6 @@ def run_problem(
       rec.update(_summary(*evals[name], best, comparable=True))
     methods.append(rec)
 
-  # Fixed-l0 methods: target the mean l0 of the best lasso solution; objective not comparable.
   best_lasso = _best_method(methods)
   paired = None
   if best_lasso:  # the best solver and the floor, interleaved (``side_by_side``), on the rows it timed
@@ -499,6 +497,8 @@ def run_problem(
     )
     paired.update(method=best_lasso, rows=rows, tol=tol)
     log(f"[{spec.name}] {best_lasso} and the dense product side by side: {paired['ratio']:.1f}x")
+
+  # Fixed-l0 methods: target the mean l0 of the best lasso solution; objective not comparable.
   if spec.target_l0 is not None:
     target, source = spec.target_l0, "fixed by the preset"
   else:
@@ -562,15 +562,15 @@ def side_by_side(
   The table's ``x dense`` divides a solver's median by the floor timed minutes earlier, before the peers;
   on a shared machine the load moves in between (the dense product took 15-25 ms on (b) within one
   session). Here each round's ratio comes from adjacent calls: the solver's time over the fastest of the
-  dense calls right after it (the first of them ran about 6% slower than the next ones on (b): the
-  fastest keeps the floor conservative). ``ratio`` is the median of the rounds' ratios.
+  dense calls right after it (the first of them ran about 6% slower than the next ones on (b), a scratch
+  measurement: the fastest keeps the floor conservative). ``ratio`` is the median of the rounds' ratios.
 
   ``solve`` should be the call the solver was timed with (``solver_call``): the XLA compilations of the
   first call and of the rounds are counted (both 0 when it is; ``run_solver`` registers the counter).
 
   Returns:
-    {"rounds", "solver_s" and "dense_s" (medians over the rounds), "ratio", "round_ratios",
-    "first_call_compiles", "round_compiles"}.
+    {"rounds", "dense_calls", "solver_s" and "dense_s" (medians over the rounds), "ratio",
+    "round_ratios", "first_call_compiles", "round_compiles"}.
   """
 
   def timed(fn) -> float:
@@ -588,6 +588,7 @@ def side_by_side(
   ratios = [s / d for s, d in pairs]
   return {
     "rounds": rounds,
+    "dense_calls": dense_calls,
     "solver_s": statistics.median(p[0] for p in pairs),
     "dense_s": statistics.median(p[1] for p in pairs),
     "ratio": statistics.median(ratios),
@@ -664,7 +665,8 @@ def format_table(record: dict[str, Any]) -> str:
     lines.append(
       f"side by side ({pair['rounds']} interleaved rounds, {pair['rows']} rows): {pair['method']} "
       f"{pair['solver_s'] * 1e3:.1f} ms, dense product {pair['dense_s'] * 1e3:.1f} ms, "
-      f"{pair['ratio']:.1f}x (median of the rounds' ratios to the fastest of 3 products right after)"
+      f"{pair['ratio']:.1f}x (median of the rounds' ratios to the fastest of {pair['dense_calls']} "
+      "products right after)"
     )
   return "\n".join(lines)
 

@@ -85,6 +85,7 @@ def test_self_consistent(tiny):
       assert m["time_s"] == pytest.approx(m["measured_s"] * 16 / 8)
     pair = prob["side_by_side"]
     assert pair["method"] == prob["best_method"] and pair["rounds"] == len(pair["round_ratios"]) == 5
+    assert pair["dense_calls"] == 3
     assert pair["rows"] == methods[pair["method"]]["rows_timed"]
     assert pair["tol"] == methods[pair["method"]]["solver_tol"]
     assert pair["ratio"] == pytest.approx(np.median(pair["round_ratios"]))
