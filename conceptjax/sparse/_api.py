@@ -274,11 +274,16 @@ def _working_set_compacted(
   return res._replace(num_concepts=dictionary.shape[0])
 
 
+def _mesh_devices(mesh: Mesh | None) -> list:
+  """The devices the batch is sharded over (``mesh``, default ``parallel.data_mesh()``)."""
+  return list((parallel.data_mesh() if mesh is None else mesh).devices.flat)
+
+
 def _host_streams(mesh: Mesh | None, batch: int, streams: int) -> int:
   """How many row groups ``_working_set_streams`` runs side by side: ``streams`` on a mesh of one CPU
   device, as long as every group keeps at least ``_SPLIT_MIN_ROWS`` rows; else 1 (several devices already
   run side by side, and an accelerator runs its operations concurrently itself)."""
-  devices = list((parallel.data_mesh() if mesh is None else mesh).devices.flat)
+  devices = _mesh_devices(mesh)
   if len(devices) != 1 or devices[0].platform != "cpu":
     return 1
   return max(1, min(streams, batch // _SPLIT_MIN_ROWS))
@@ -316,8 +321,7 @@ def _working_set_streams(config, dictionary, embeddings, lam, mesh) -> NonnegLas
 def _serial_lapack(mesh: Mesh | None) -> bool:
   """Whether batched LAPACK calls must run one matrix at a time: a mesh of several CPU devices (jaxlib's
   batched CPU kernels can deadlock there, see ``_gram.cholesky``)."""
-  devices = (parallel.data_mesh() if mesh is None else mesh).devices.flat
-  devices = list(devices)
+  devices = _mesh_devices(mesh)
   return len(devices) > 1 and any(d.platform == "cpu" for d in devices)
 
 
