@@ -7,7 +7,7 @@ command, it does not quote one) is parsed by its own entry point, without runnin
 stops. ``python -m experiments.run`` commands also load their config (``experiments.run.load_config``), so an
 unknown config key or a missing config file fails here. Every ``benchmarks/results/*.json`` or
 ``experiments/results/*.json`` and every ``experiments/configs/*.py`` a page names must exist (``NAME.py``, in
-capitals, is a placeholder).
+capitals, is a placeholder), and so must the target of every relative link.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+HISTORY = ROOT / "benchmarks" / "results" / "HISTORY.md"
 # Entry points whose command lines are checked; other modules (pytest, pip) are not the project's.
 PROJECT_MODULES = ("conceptjax", "experiments", "benchmarks")
 
@@ -139,8 +140,17 @@ def test_cited_configs_exist(page, path):
 
 def test_results_named_without_a_path_exist():
   """Result files quoted by bare name (HISTORY.md's tables) are in benchmarks/results."""
-  history = ROOT / "benchmarks" / "results" / "HISTORY.md"
-  names = set(re.findall(r"`([\w.+-]+\.json)`", _page_text(history)))
+  names = set(re.findall(r"`([\w.+-]+\.json)`", _page_text(HISTORY)))
   assert names
-  missing = sorted(n for n in names if not (history.parent / n).is_file())
+  missing = sorted(n for n in names if not (HISTORY.parent / n).is_file())
   assert not missing, f"HISTORY.md names missing result files: {missing}"
+
+
+_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("page", [*PAGES, HISTORY], ids=lambda p: p.name)
+def test_relative_links_resolve(page):
+  targets = [t for t in _LINK.findall(_page_text(page)) if "://" not in t]
+  missing = [t for t in targets if not (page.parent / t).exists()]
+  assert not missing, f"{page.name} links to missing files: {missing}"
