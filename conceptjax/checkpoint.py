@@ -11,6 +11,12 @@ Usage inside a training loop::
 
 Restores always go through an abstract target (``StandardRestore``), so optax states come back with their
 own types rather than as plain lists and dicts (orbax 0.12 pitfall).
+
+Several processes (``conceptjax.parallel.initialize``): every process builds the ``Checkpointer`` on the same
+directory, on a filesystem they all share, and calls ``save``/``restore`` with the same global arrays at the
+same steps; orbax writes each shard from a process that holds it and the metadata from process 0, and
+commits a step only when every process has written. A restore places the arrays onto the target's
+shardings, so a checkpoint written by N processes resumes on any other number (tests/multihost).
 """
 
 from __future__ import annotations

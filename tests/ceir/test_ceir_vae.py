@@ -98,6 +98,24 @@ def test_sharded_equals_single_device_and_no_recompile():
   assert ceir.train_epoch._cache_size() == size + 1  # +1: the single-device run only
 
 
+def test_streamed_epochs_equal_resident_epochs(tmp_path):
+  """The multi-process feeding (each process gathers its rows of every batch on the host, here the only
+  process) trains the same steps as the resident data, including from a memmap."""
+  data, key = _tiny_data(), jax.random.key(4)
+  resident, log = ceir.fit_vae(key, data, TINY, TINY_TRAIN, stream=False)
+  np.save(tmp_path / "z.npy", data)
+  rows = np.load(tmp_path / "z.npy", mmap_mode="r")
+  streamed, slog = ceir.fit_vae(key, rows, TINY, TINY_TRAIN, stream=True)
+  _assert_trees_close(
+    (streamed.params, streamed.batch_stats), (resident.params, resident.batch_stats), rtol=1e-5, atol=1e-6
+  )
+  assert [r["loss"] for r in slog] == pytest.approx([r["loss"] for r in log], rel=1e-5)
+  bad = data.copy()
+  bad[101, 2] = np.nan
+  with pytest.raises(ValueError, match="VAE data has NaN/Inf in row 101"):
+    ceir.fit_vae(key, bad, TINY, TINY_TRAIN, stream=True)
+
+
 @pytest.mark.slow  # eager flax compiles every primitive separately: ~30-70 s
 def test_epoch_eager_equals_jit():
   data = _tiny_data(n=64)
