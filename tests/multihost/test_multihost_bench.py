@@ -12,7 +12,7 @@ def test_multihost_decompose_tiny_preset(tmp_path):
   res = io.read_json(tmp_path / "multihost_decompose_tiny.json")
   size = multihost_decompose.PRESETS["tiny"]
   assert res["processes"] == 1 and res["rows"] == size["rows"]
-  assert res["rows_per_s"] == pytest.approx(res["rows"] / max(res["seconds_per_process"]), rel=1e-3)
+  assert res["rows_per_s"] == pytest.approx(res["rows"] / max(res["seconds_per_process"]), rel=1e-6)
   # the chunked, padded passes give each row the objective of one whole-batch solve
   dictionary, z = multihost_decompose.problem(size["rows"], size["concepts"], size["dim"])
   whole = sparse.nonneg_lasso(dictionary, z, 0.25, solver=size["solver"], mesh=parallel.local_mesh())
