@@ -88,7 +88,8 @@ def output_lock(directory: str | os.PathLike) -> Iterator[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
   except OSError as e:
-    raise InputError(f"cannot write to output folder {directory}: {describe_os_error(e)}") from None
+    reason = describe_os_error(e, path=False)
+    raise InputError(f"cannot write to output folder {directory}: {reason}") from None
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,12 +120,13 @@ _ERRNO_HINTS = {
 }
 
 
-def describe_os_error(e: OSError) -> str:
-  """One line for an OSError: the path, the system's reason and what to do (disk full, read-only...)."""
-  where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+def describe_os_error(e: OSError, path: bool = True) -> str:
+  """One line for an OSError: the path (a rename's target, not its temporary file), the system's reason and
+  what to do (disk full, read-only...); ``path=False`` leaves the path out."""
+  where = e.filename2 if e.filename2 is not None else e.filename
   reason = e.strerror or str(e) or type(e).__name__
   hint = _ERRNO_HINTS.get(e.errno)
-  return f"{where + ': ' if where else ''}{reason}" + (f" ({hint})" if hint else "")
+  return f"{f'{where}: ' if path and where is not None else ''}{reason}" + (f" ({hint})" if hint else "")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -63,7 +63,10 @@ def check_workdir(config, workdir: str | Path) -> None:
       "pass another --workdir or delete it"
     ) from None
   new = json.loads(config.to_json())
-  changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+  changed = sorted(
+    (k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and old.get(k) != new.get(k)),
+    key=lambda k: (k != "task", k),  # another task first: it says the most
+  )
   if changed:
     diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
     raise InputError(

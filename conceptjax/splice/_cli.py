@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,12 @@ def _mismatch_arg(p: argparse.ArgumentParser) -> None:
     help="use inputs that record another model, vocabulary or embedding store than the ones given "
     "(warns instead of refusing)",
   )
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+  """A progress line on stderr (unless --no-progress) for the steps before a progress bar starts."""
+  if not getattr(args, "no_progress", True):
+    print(f"conceptjax {args.command}: {message}", file=sys.stderr, flush=True)
 
 
 def _check_at_least(args: argparse.Namespace, minimum: float, *names: str) -> None:
@@ -318,6 +325,7 @@ def _decompose_locked(args: argparse.Namespace) -> int:
   from conceptjax.data import store
   from conceptjax.models import clip
 
+  _note(args, f"loading {args.model}")
   model = clip.load(args.model)
   model_fp = provenance.model_fingerprint(model)
   out = Path(args.out)
@@ -331,6 +339,9 @@ def _decompose_locked(args: argparse.Namespace) -> int:
     input_dir = Path(args.embeddings)
   inp = store.Store.read_only(input_dir)
   _check_made_by(model, inp, args)
+  for n in args.redo_chunk:  # the codes have the input's chunks
+    count = len(inp.manifest["chunks"])
+    check(n < count, f"--redo-chunk {n}: the input {input_dir} has {count} chunks (0-{count - 1})")
   check(
     inp.complete, f"embedding store {input_dir} is unfinished ({inp.next_row}/{inp.num_rows}): rerun embed"
   )
@@ -341,6 +352,7 @@ def _decompose_locked(args: argparse.Namespace) -> int:
   )
   from conceptjax import splice
 
+  _note(args, "concept dictionary and image mean (from the cache, or embedded now: the first call compiles)")
   dictionary, mean = _dictionary_and_mean(args, model, str(input_dir))
   meta = {
     "model": model.name,
@@ -445,7 +457,6 @@ def _zeroshot(args: argparse.Namespace) -> int:
 
   _check_solver_args(args)
   check(args.codes or args.vocab, "give --codes (from decompose) or --vocab to decompose here")
-  check("{}" in args.template, f"--template {args.template!r} has no {{}} for the class name")
   inp = store.Store.read_only(args.embeddings)
   check(inp.complete, f"embedding store {args.embeddings} is unfinished ({inp.next_row}/{inp.num_rows} rows)")
   check("labels" in inp.fields, f"embedding store {args.embeddings} holds no labels")
