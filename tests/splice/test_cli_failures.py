@@ -468,7 +468,8 @@ def test_sigint_of_a_real_process_then_resume_is_identical(work, tiny_clip_dir, 
   lines = [s for s in err.strip().splitlines() if not s.startswith(("WARNING", "I0000", "W0000"))]
   if proc.returncode == 0:  # finished before the signal arrived: nothing to check about the interruption
     pytest.skip("the run finished before SIGINT")
-  assert proc.returncode == 130 and len(lines) == 1 and "interrupted: finished chunks are kept" in lines[0], err
+  assert proc.returncode == 130 and len(lines) == 1, err
+  assert "interrupted: finished chunks are kept" in lines[0], err
   assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
   for f in sorted(p.name for p in (work / "emb").glob("chunk-*.npz")) + ["manifest.json"]:
     if f == "manifest.json":
