@@ -50,9 +50,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
+    if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # a failed write (ENOSPC...)
+      raise OSError(e.errno, e.strerror, str(path)) from None  # names the file it was writing
     raise
 
 
@@ -81,15 +83,12 @@ def output_lock(directory: str | os.PathLike) -> Iterator[Path]:
   over. On taking the folder, temporary files left by a killed writer are removed.
 
   Raises:
-    InputError: another process holds the folder, or the path is not a writable folder.
+    InputError: another process holds the folder.
+    OSError: the path is not a folder that can be written (the CLI prints it as one line, status 1).
   """
   directory = Path(directory)
-  try:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-  except OSError as e:
-    reason = describe_os_error(e, path=False)
-    raise InputError(f"cannot write to output folder {directory}: {reason}") from None
+  directory.mkdir(parents=True, exist_ok=True)  # OSError (a file there, read-only...): the CLI's one line
+  fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,8 +98,11 @@ def output_lock(directory: str | os.PathLike) -> Iterator[Path]:
         f"output folder {directory} is being written by another process (PID {holder}, lock file "
         f"{directory / LOCK_FILE}); wait for it to finish or stop it"
       ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except OSError as e:  # a full disk: name the file
+      raise OSError(e.errno, e.strerror, str(directory / LOCK_FILE)) from None
     remove_stale_temps(directory)
     yield directory
   finally:
@@ -120,13 +122,13 @@ _ERRNO_HINTS = {
 }
 
 
-def describe_os_error(e: OSError, path: bool = True) -> str:
+def describe_os_error(e: OSError) -> str:
   """One line for an OSError: the path (a rename's target, not its temporary file), the system's reason and
-  what to do (disk full, read-only...); ``path=False`` leaves the path out."""
+  what to do (disk full, read-only...)."""
   where = e.filename2 if e.filename2 is not None else e.filename
   reason = e.strerror or str(e) or type(e).__name__
   hint = _ERRNO_HINTS.get(e.errno)
-  return f"{f'{where}: ' if path and where is not None else ''}{reason}" + (f" ({hint})" if hint else "")
+  return f"{f'{where}: ' if where is not None else ''}{reason}" + (f" ({hint})" if hint else "")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -391,7 +391,8 @@ def _table(w, clip_dir):
       2,
       "is not prepared in",
     ),
-    ("--out is a file", [*embed, "--out", str(w / "vocab.txt")], 2, "it exists and is a file"),
+    ("--out is a file", [*embed, "--out", str(w / "vocab.txt")], 1, "it exists and is a file"),
+    ("--out inside a file", [*embed, "--out", str(w / "vocab.txt" / "x")], 1, "Not a directory"),
     (
       "zeroshot --out is a folder",
       [*zs, "--embeddings", str(w / "emb"), "--codes", str(w / "codes"), "--out", str(w / "emb")],
