@@ -246,9 +246,12 @@ def _dictionary_and_mean(args: argparse.Namespace, model: Any, input_store: str)
       args.allow_mismatch,
     )
   else:
-    mean = splice.cached_store_mean(
-      getattr(args, "reference", None) or input_store, model.name, args.cache_dir
-    )
+    reference = getattr(args, "reference", None)
+    if reference:  # (the input store is checked by the caller)
+      from conceptjax.data.store import Store
+
+      _check_made_by(model, Store.read_only(reference), args)
+    mean = splice.cached_store_mean(reference or input_store, model.name, args.cache_dir)
     check(mean.shape[0] == model.dim, f"reference embeddings have width {mean.shape[0]}, model {model.dim}")
   return dictionary, mean
 
@@ -295,6 +298,12 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
 
 def _check_made_by(model: Any, inp: Any, args: argparse.Namespace) -> None:
   """The embedding store ``inp`` must record the model given (``--allow-mismatch``: a warning)."""
+  if "model_fingerprint" not in inp.meta:
+    warnings.warn(
+      f"embeddings in {inp.directory} record no model fingerprint (written by an older conceptjax): "
+      f"cannot check that --model {args.model} made them",
+      stacklevel=2,
+    )
   provenance.check_same(
     "model",
     inp.meta.get("model_fingerprint"),

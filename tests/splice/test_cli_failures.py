@@ -88,6 +88,32 @@ def test_decompose_refuses_embeddings_of_another_model(work, other_clip_dir, tmp
   assert not (work / "x" / "manifest.json").exists()
   assert cli.main([*argv, "--allow-mismatch"]) == 0  # the user's override: a one-line warning
   assert "warning: model mismatch" in capsys.readouterr().err
+  # embeddings of the right model, but the image mean from another model's store or mean file
+  other = ["--model", str(other_clip_dir), "--folder", str(work / "img0"), "--no-progress"]
+  assert cli.main(["embed", *other, "--out", str(tmp_path / "other_emb")]) == 0
+  argv = _decompose(other_clip_dir, tmp_path, "other_emb", "y")
+  argv[argv.index("--vocab") + 1] = str(work / "vocab.txt")
+  _fails(capsys, [*argv, "--reference", str(work / "emb")], 2, f"embeddings in {work / 'emb'} were made")
+  _fails(capsys, [*argv, "--image-mean", str(work / "codes" / "image_mean.npz")], 2, "the image mean")
+
+
+def test_store_of_an_older_version_is_used_with_a_warning(work, tiny_clip_dir, tmp_path, capsys):
+  old = tmp_path / "old"
+  shutil.copytree(work / "emb", old)
+  manifest = io.read_json(old / "manifest.json")
+  del manifest["meta"]["model_fingerprint"]
+  for c in manifest["chunks"]:
+    del c["sha256"]
+  io.write_json(old / "manifest.json", manifest)
+  capsys.readouterr()
+  argv = _decompose(tiny_clip_dir, work, "emb", "unused")
+  argv[argv.index("--embeddings") + 1], argv[argv.index("--out") + 1] = str(old), str(tmp_path / "c")
+  assert cli.main(argv) == 0
+  err = capsys.readouterr().err
+  assert f"warning: embeddings in {old} record no model fingerprint" in err, err
+  assert store.Store.read_only(tmp_path / "c").meta["input_fingerprint"] == store.Store.read_only(
+    work / "emb"
+  ).fingerprint()  # the fingerprint of unrecorded chunks is computed from their arrays: the same
 
 
 def test_zeroshot_refuses_codes_of_another_store(work, tiny_clip_dir, capsys):
