@@ -332,7 +332,8 @@ def run(config, workdir) -> dict:
   rows = []
   main = None
   for i, pen in enumerate(sweep):
-    _stage(t0, f"decomposing {len(emb)} test images at l1_penalty {pen:g} ({i + 1}/{len(sweep)})")
+    first = " (the first compiles the solver)" if i == 0 else ""
+    _stage(t0, f"decomposing {len(emb)} test images at l1_penalty {pen:g} ({i + 1}/{len(sweep)}){first}")
     codes = decompose(dictionary, mean, emb, pen, chunk, solver_mesh)
     z_hat = recompose(dictionary, mean, codes)
     rec = concept_recovery(codes.indices, codes.values, meaning, truths, k=3)
