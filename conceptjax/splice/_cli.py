@@ -298,7 +298,7 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
 
 def _check_made_by(model: Any, inp: Any, args: argparse.Namespace) -> None:
   """The embedding store ``inp`` must record the model given (``--allow-mismatch``: a warning)."""
-  if "model_fingerprint" not in inp.meta:
+  if "model" in inp.meta and "model_fingerprint" not in inp.meta:  # written by an older `embed`
     warnings.warn(
       f"embeddings in {inp.directory} record no model fingerprint (written by an older conceptjax): "
       f"cannot check that --model {args.model} made them",
