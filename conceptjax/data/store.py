@@ -2,15 +2,19 @@
 
 Layout of a store folder::
 
-  manifest.json        {"version", "num_rows", "chunk_rows", "meta", "chunks": [{file, start, stop}]}
+  manifest.json        {"version", "num_rows", "chunk_rows", "meta", "chunks": [{file, start, stop, sha256}]}
   chunk-000000.npz     rows [0, chunk_rows) of every field
   chunk-000001.npz     ...
 
 Rows are written one chunk at a time, in order: first the chunk file (atomically), then the manifest
 listing it (atomically). A job killed at any moment leaves a manifest that lists only complete chunks; the
 next run with the same settings resumes at ``next_row`` (a half-written chunk is simply written again), so
-no row is lost or duplicated. Sparse codes are stored per row as fixed-width ``indices`` [n, k] (int32,
--1 = unused) and ``values`` [n, k]; chunks may differ in ``k`` and ``read_sparse`` pads them to one width.
+no row is lost or duplicated. Each chunk's ``sha256`` is the fingerprint of its arrays
+(``conceptjax.provenance.arrays_fingerprint``): reads check it, so a damaged, truncated, missing or swapped
+chunk file is one InputError line naming the file and the fix (``--redo-chunk N``, or delete the file and
+re-run: ``fill`` writes deleted chunks again), and ``Store.fingerprint`` identifies the rows by content.
+Sparse codes are stored per row as fixed-width ``indices`` [n, k] (int32, -1 = unused) and ``values``
+[n, k]; chunks may differ in ``k`` and ``read_sparse`` pads them to one width.
 
 Typical use::
 
