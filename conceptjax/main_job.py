@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
   )
   p.add_argument("--workdir", default="workdirs/main", help="output folder (metrics.json, report/index.html)")
   p.add_argument("--seed", type=int, default=0, help="seed of the generated image sets (default 0)")
-  p.add_argument("--clip", default="", help="a save_pretrained CLIP directory (default: the shipped one)")
+  p.add_argument(
+    "--clip", default="", help="a CLIP directory, transformers or open_clip format (default: the shipped one)"
+  )
   p.add_argument("--runlocal", action="store_true", help="tiny sizes (seconds; a smoke test, not a result)")
   p.set_defaults(handler=_run)
 

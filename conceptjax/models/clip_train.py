@@ -58,7 +58,7 @@ __all__ = [
   "train_step",
 ]
 
-# The shipped ShapesWorld CLIP (save_pretrained directory; load with ``conceptjax.models.clip.load``).
+# The shipped ShapesWorld CLIP (transformers format; load with ``conceptjax.models.clip.load``).
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapesworld_clip"
 CLIP_MEAN, CLIP_STD = clip_lib.CLIP_MEAN, clip_lib.CLIP_STD
 MAX_LOGIT_SCALE = math.log(100.0)
