@@ -10,17 +10,18 @@ loss on N_proj x 768 backbone features and ~180 concepts (full batch, as Label-f
 PyTorch peer (``benchmarks/ceir_vae_torch.py``): the authors' loop (DataLoader, batch 256, Adam, their VAE,
 summed BCE + KL) in float64 (their setting) and float32, ``torch.set_num_threads(2)``, timed in the same
 process with the JAX epochs interleaved. torch is optional (``requirements-bench.txt``, installed by
-``make bench``); without it the torch columns are skipped with a note and only DESIGN.md's quoted figures
-are shown. Every row records wall and process-CPU seconds and the 1-minute load average.
+``make bench``); without it the torch columns are skipped with a note and only the reference figures
+(``TORCH_QUOTED_S_PER_EPOCH_F64``, documented in docs/benchmarks.md) are shown. Every row records wall and
+process-CPU seconds and the 1-minute load average.
 
-Where the JAX epoch's time goes (c=143, profiled with ``jax.profiler`` on this 2-core AMD EPYC (Zen 1,
-AVX2, no AVX-512), float32; session 2): about 12.3 ms of CPU per step, i.e. ~20 GFLOP per CPU-second for the
-~245 MFLOP of a step's forward and backward matmuls, against 23-28 GFLOP/s for a lone JAX matmul of the same
-shapes; the matmuls (XLA's YNNPACK fusions and Eigen dots) take ~65% of the op time, the threefry noise
-~12%, BatchNorm, loss and Adam the rest. Measured alternatives, each in the same run (CPU seconds for 60
-steps, median of 5): current 0.736; one fused Dense(2 * latent) head 0.757; "rbg" PRNG 0.737; the epoch's
-noise drawn before the scan 0.742; Adam on one flattened vector (``optax.flatten``) 0.858 (worse); scan
-unroll 2 no better. The 1-device mesh adds no collectives; float64 is never used (x64 off); the state is
+Where the JAX epoch's time goes (c=143, profiled with ``jax.profiler`` on this 2-core AMD EPYC (Zen 1, AVX2,
+no AVX-512), float32; 2026-11-23, commit f64ee62): about 12.3 ms of CPU per step, i.e. ~20 GFLOP per
+CPU-second for the ~245 MFLOP of a step's forward and backward matmuls, against 23-28 GFLOP/s for a lone JAX
+matmul of the same shapes; the matmuls (XLA's YNNPACK fusions and Eigen dots) take ~65% of the op time, the
+threefry noise ~12%, BatchNorm, loss and Adam the rest. Measured alternatives, each in the same run (CPU
+seconds for 60 steps, median of 5): current 0.736; one fused Dense(2 * latent) head 0.757; "rbg" PRNG 0.737;
+the epoch's noise drawn before the scan 0.742; Adam on one flattened vector (``optax.flatten``) 0.858 (worse);
+scan unroll 2 no better. The 1-device mesh adds no collectives; float64 is never used (x64 off); the state is
 donated. So the epoch is kept as it is: what is left is matmul throughput on this CPU.
 
 Run:
@@ -48,7 +49,8 @@ from jax.sharding import PartitionSpec as P
 
 from conceptjax import benchmarking, ceir, io, parallel
 
-# DESIGN.md, "CEIR VAE in PyTorch 2.14": seconds per epoch, float64, N=60,000, batch 256, 2 threads.
+# Reference figures for the authors' PyTorch loop (docs/benchmarks.md, "CEIR VAE: reference figures"):
+# seconds per epoch, float64, N=60,000, batch 256, 2 threads, torch 2.14 on a quiet 2-core machine.
 TORCH_QUOTED_S_PER_EPOCH_F64 = {143: 2.6, 824: 5.3, 4500: 37.6}
 
 PRESETS = {
@@ -266,7 +268,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         (f"PyTorch {dt} (authors' loop)", [r["torch"].get(dt, {}).get("s_per_epoch", 0) for r in rows])
       )
   if not any(r["torch"] for r in rows):
-    cols.append(("PyTorch f64 (quoted, DESIGN.md)", [r["torch_quoted_s_per_epoch_f64"] or 0 for r in rows]))
+    cols.append(("PyTorch f64 (reference figures)", [r["torch_quoted_s_per_epoch_f64"] or 0 for r in rows]))
   w = 0.8 / len(cols)
   for i, (name, vals) in enumerate(cols):
     ax.bar(x - 0.4 + w * (i + 0.5), vals, w, label=name)

@@ -1,6 +1,6 @@
 """Timing and environment records for benchmarks: the one timing helper.
 
-Rules (STYLE.md): warm up, block on results, median of repeats, compile time reported apart, and the
+Rules (docs/benchmarks.md): warm up, block on results, median of repeats, compile time reported apart, and the
 device, versions and sizes recorded beside every figure.
 """
 

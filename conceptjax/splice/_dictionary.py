@@ -1,6 +1,6 @@
 """Concept dictionaries and embedding means, and their on-disk cache.
 
-Dictionary (METHODS.md section 1): embed each concept as-is with the CLIP text encoder, L2-normalise the rows,
+Dictionary (docs/splice.md): embed each concept as-is with the CLIP text encoder, L2-normalise the rows,
 subtract the mean concept (mean over the kept concepts), L2-normalise again -> ``C`` [c, d]. The image side
 is centred with ``mu_img``, the mean of unit-normalised image embeddings of a reference set (not unit norm).
 

@@ -1,6 +1,6 @@
 """SpLiCE operations: decompose, recompose, cosine, intervene, zero-shot classification.
 
-Image side (METHODS.md section 1): ``z = normalize(e)``, ``z_c = normalize(z - mu)``; solve
+Image side (docs/splice.md): ``z = normalize(e)``, ``z_c = normalize(z - mu)``; solve
 ``min_{w >= 0} ||w C - z_c||^2 + lam ||w||_1`` with the sparse core; recompose
 ``z_hat = normalize(normalize(w C) + mu)`` (the scale of ``w`` does not matter; ``l0 = 0`` gives
 ``mu / |mu|``).

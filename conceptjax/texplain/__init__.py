@@ -12,7 +12,7 @@ counted without stop-words; the most frequent words explain the features, and wo
   stats = texplain.word_stats(s for row in texplain.decode_sentences(lm, gen) for s in row)
 
 References:
-  TExplain (METHODS.md section 3); ClipCap (Mokady et al., 2021); Holtzman et al., ICLR 2020.
+  TExplain (docs/texplain.md); ClipCap (Mokady et al., 2021); Holtzman et al., ICLR 2020.
 """
 
 from conceptjax.texplain._sampling import (

@@ -6,7 +6,7 @@ results depend only on (key, image index, settings), not on the batch layout or 
 
 References:
   Holtzman et al., "The Curious Case of Neural Text Degeneration", ICLR 2020 (nucleus sampling, sec. 3.1).
-  TExplain (METHODS.md section 3): many sentences per image, words counted after removing stop-words.
+  TExplain (docs/texplain.md): many sentences per image, words counted after removing stop-words.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Gradients flow to the translator's parameters only: the LM's parameters and the 
 inputs are given with a ``feature_fn``) enter as a separate, stop-gradient argument and come back untouched.
 
 References:
-  TExplain (METHODS.md section 3); Mokady et al., "ClipCap: CLIP Prefix for Image Captioning", 2021, eq. 3.
+  TExplain (docs/texplain.md); Mokady et al., "ClipCap: CLIP Prefix for Image Captioning", 2021, eq. 3.
 """
 
 from __future__ import annotations

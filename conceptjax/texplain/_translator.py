@@ -1,7 +1,7 @@
 """The TExplain translator: frozen classifier features -> a prefix of k LM input embeddings.
 
 References:
-  TExplain (METHODS.md section 3): "a trained translator (3 linear layers, no non-linearity) maps [the
+  TExplain (docs/texplain.md): "a trained translator (3 linear layers, no non-linearity) maps [the
   classifier's features] into the input of a frozen language model". The prefix form follows ClipCap
   (Mokady et al., 2021) and DeViL (Dani et al., 2023).
 """

@@ -1,7 +1,7 @@
 """Word statistics of generated explanations: counts and per-sentence frequencies without stop-words.
 
 References:
-  TExplain (METHODS.md section 3): "drop stop-words, count words; the most frequent words explain the
+  TExplain (docs/texplain.md): "drop stop-words, count words; the most frequent words explain the
   features".
 """
 

@@ -13,7 +13,7 @@ tiny random CLIP, ~1 min): ``:runlocal=True,clip=DIR``.
 VAE schedule: the authors' 450 epochs, at a step size of 1e-3 instead of their 5e-5, since 6,000 rows give
 24 steps per epoch where their 50k-60k give ~200. At 5e-5 the validation loss is still falling steeply after
 450 epochs (14.2; attribution precision@3 0.668, seed 0); at 1e-3 it levels off after 400-500 epochs (12.25
-at 100, 10.91 at 300, 10.48 at 500, 10.44 at 1,000). Session 5's 100 epochs stopped on the slope.
+at 100, 10.91 at 300, 10.48 at 500, 10.44 at 1,000): 100 epochs stop on the slope.
 
 Headline metrics: acc, nmi, ari (k-means on the test latent, k = 6 shapes), acc_kmeans_clip (k-means on raw
 CLIP image embeddings), acc_kmeans_concepts (on the z-scored concept scores), attribution_precision_at_3;
@@ -21,8 +21,8 @@ acc_by_attribute(_teacher) (which attribute the latent / the raw teacher similar
 concept_score_precision_at_3 (top-3 z-scored concept scores, no VAE). Targets: acc >= 0.9 and above both
 baselines; precision@3 >= 0.8.
 
-Measured with the CLIP shipped in session 4 (stage 5; zero-shot shape 0.97, colour 0.98, background 1.0),
-inductive, seeds 0 / 1 / 2, 90-130 s each (experiments/results/ceir_shapesworld*.json):
+Measured 2026-11-24 (commit 1823b6b) with the shipped stage-5 CLIP (zero-shot shape 0.97, colour 0.98,
+background 1.0), inductive, seeds 0 / 1 / 2, 90-130 s each (experiments/results/ceir_shapesworld*.json):
 - world's words + distractors (default): attribution precision@3 0.831 / 0.831 / 0.840 (target 0.8 met; the
   concept scores' own top 3: 0.865 / 0.867 / 0.849; with 100 epochs 0.741 / 0.759 / 0.766; 1,000 epochs,
   seed 0: 0.879). acc 0.376 / 0.349 / 0.381 (k-means on CLIP 0.394 / 0.354 / 0.350, on concepts 0.356 /

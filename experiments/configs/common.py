@@ -1,4 +1,4 @@
-"""Helpers shared by experiment configs."""
+"""Functions shared by experiment configs."""
 
 from __future__ import annotations
 

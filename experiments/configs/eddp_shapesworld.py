@@ -11,10 +11,10 @@ the same way beside it.
 
 Launch (about 12 min of CPU; 2005 s wall on 2 cores at load average 5-11):
   python -m experiments.run --config experiments/configs/eddp_shapesworld.py
-Measured (session 3, seed 0): the CNN (max pooling, single-object 32x32 images, 600 Adam steps) reaches
-held-out shape accuracy 0.9725 (400 test images; chance 0.167); 8 of 8 EDDP detectors have IoU > 0.2, mean
-best IoU 0.356 (PCA 1 of 8, 0.164; spherical k-means 6 of 8, 0.334); 6 detectors match "object" best (IoU
-0.25-0.38), 2 "background"; 1 of 8 has a significant logit influence (p < 0.05).
+Measured 2026-11-24 (commit ec62783, seed 0): the CNN (max pooling, single-object 32x32 images, 600 Adam
+steps) reaches held-out shape accuracy 0.9725 (400 test images; chance 0.167); 8 of 8 EDDP detectors have IoU
+> 0.2, mean best IoU 0.356 (PCA 1 of 8, 0.164; spherical k-means 6 of 8, 0.334); 6 detectors match "object"
+best (IoU 0.25-0.38), 2 "background"; 1 of 8 has a significant logit influence (p < 0.05).
 CI size (seconds): `...eddp_shapesworld.py:runlocal=True`.
 """
 

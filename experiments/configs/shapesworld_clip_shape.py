@@ -14,10 +14,10 @@ hard-negative batches (``TrainConfig.hard_batches``) that fix attributes at rand
   output, with a fresh optimiser and warm-up);
 - stage 5: background 0.3, colour 0.5, size 0.5 (backgrounds contrasted in 70% of the batches).
 
-Held-out zero-shot shape / colour / background after stage 1 / 2 / 3 / 4 / 5 (session 4, 1,000 images):
-0.25 / 0.96 / 0.75, 0.52 / 0.90 / 0.55, 0.76 / 0.90 / 0.86, 0.89 / 0.90 / 0.85, 0.97 / 0.98 / 1.00
-(``experiments/results/shapesworld_clip_stage{2,3,4,5}.json``). Stage 5's recipe was chosen after seeing
-stage 4's numbers (background lagging); nothing else was selected.
+Held-out zero-shot shape / colour / background after stage 1 / 2 / 3 / 4 / 5 (2026-11-24, commits 4309e73 and
+5fe27e6, 1,000 images): 0.25 / 0.96 / 0.75, 0.52 / 0.90 / 0.55, 0.76 / 0.90 / 0.86, 0.89 / 0.90 / 0.85, 0.97 /
+0.98 / 1.00 (``experiments/results/shapesworld_clip_stage{2,3,4,5}.json``). Stage 5's recipe was chosen after
+seeing stage 4's numbers (background lagging); nothing else was selected.
 
 Launch (after stage 1 has run in workdirs/shapesworld_clip; 3,000 steps each, ~25 min at 2 steps/s on 2
 cores):

@@ -269,7 +269,7 @@ def run(config, workdir) -> dict:
   c = len(concepts)
   chunk, seed = config.chunk, config.seed
   # Devices for the solver (0 = all). Tests use 1: with 8 fake CPU devices the working-set compile at these
-  # shapes (c=248, d=64, 64 rows) hung in XLA on the shared machine (see the session report).
+  # shapes (c=248, d=64, 64 rows) hung in XLA on the shared machine (docs/scaling.md).
   solver_mesh = parallel.data_mesh(jax.devices()[: config.solver_devices]) if config.solver_devices else None
   # Concepts and zero-shot prompts in one call (one compile of the text encoder).
   prompt_texts = [p for a in ATTRS for p in sw.zeroshot_prompts(a)]

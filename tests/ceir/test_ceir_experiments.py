@@ -112,7 +112,7 @@ def test_shipped_clip_concept_scores_cluster_by_what_the_list_names():
 
 @pytest.mark.slow  # the full ShapesWorld run (9,000 images, 450 VAE epochs): ~2 min
 def test_shapesworld_default_run_attributions_name_true_attributes(tmp_path):
-  """The README's ShapesWorld CEIR figures, at seed 0 with the shipped CLIP and the issue's concept list:
+  """docs/ceir.md's ShapesWorld CEIR figures, at seed 0 with the shipped CLIP and the issue's concept list:
   the attribution's top 3 concepts are true attributes of the image (precision@3 >= 0.8, measured 0.831;
   with a VAE stopped on the slope of its validation loss, 100 epochs, it was 0.741), 50-step IG is nearly
   complete on the trained VAE (measured 0.44% at worst over 500 images; the issue's 1e-3 check, on a smooth

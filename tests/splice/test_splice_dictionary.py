@@ -8,7 +8,7 @@ from conceptjax.errors import InputError
 
 
 def _numpy_dictionary(raw):
-  """METHODS.md section 1, re-derived in float64 numpy: normalise, subtract the mean concept, renormalise."""
+  """docs/splice.md, re-derived in float64 numpy: normalise, subtract the mean concept, renormalise."""
   raw = np.asarray(raw, np.float64)
   unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
   centred = unit - unit.mean(axis=0)

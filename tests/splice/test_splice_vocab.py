@@ -8,11 +8,13 @@ import pytest
 from conceptjax import splice
 from conceptjax.errors import InputError
 
-LAION = Path("/work/shared/data/splice_vocab/laion.txt")
-BIGRAMS = Path("/work/shared/data/splice_vocab/laion_bigrams.txt")
+# SpLiCE's vocabulary files are not shipped; they sit beside the checkout in <repo>/../shared/data.
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+LAION = SHARED_DATA / "splice_vocab" / "laion.txt"
+BIGRAMS = SHARED_DATA / "splice_vocab" / "laion_bigrams.txt"
 
 
-@pytest.mark.skipif(not LAION.is_file(), reason="shared SpLiCE vocabularies not present")
+@pytest.mark.skipif(not LAION.is_file(), reason=f"SpLiCE's vocabulary files not found in {SHARED_DATA}")
 def test_reads_the_splice_vocabularies_as_the_reference():
   lines = [s.strip() for s in LAION.read_text(encoding="utf-8").splitlines()]  # the reference's reading
   assert splice.read_vocabulary(LAION) == lines[-10_000:]
