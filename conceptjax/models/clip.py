@@ -48,16 +48,16 @@ DEFAULT_BATCH_SIZE = 256
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "lanczos3"}
-# Files a hub download fetches (weights in either format, configs, tokenizer).
-_HUB_FILES = [
-  "*.json",
-  "merges.txt",
-  "vocab.txt",
+# What a hub download fetches: the configs and tokenizer files, and one weights format, the first of
+# _HUB_WEIGHTS the repository has (LAION's repositories hold both transformers' and open_clip's files).
+_HUB_CONFIGS = ["*.json", "merges.txt", "vocab.txt"]
+_HUB_WEIGHTS = (
+  "model.safetensors.index.json",
   "model.safetensors",
   "open_clip_model.safetensors",
-  "model.safetensors.index.json",
-  "model-*.safetensors",
-]
+  "pytorch_model.bin",
+  "open_clip_pytorch_model.bin",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,17 +323,22 @@ _HINT = (
 
 
 def _download(repo: str) -> Path:
-  """A hub snapshot of ``repo`` (its configs, tokenizer and weights), or a one-line error."""
+  """A hub snapshot of ``repo`` (configs, tokenizer and one weights format), or a one-line error."""
   try:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
 
-    return Path(snapshot_download(repo, allow_patterns=_HUB_FILES))
+    try:
+      files = set(list_repo_files(repo))
+    except Exception:  # offline: a cached snapshot may still serve; snapshot_download says if not
+      files = set(_HUB_WEIGHTS)
+    weights = [w for w in _HUB_WEIGHTS if w in files][:1]
+    shards = ["model-*.safetensors"] if weights == [_HUB_WEIGHTS[0]] else []
+    return Path(snapshot_download(repo, allow_patterns=_HUB_CONFIGS + weights + shards))
   except Exception as e:  # offline, unreachable, unknown repo, gated: huggingface_hub raises many kinds
-    first = cw.first_line(e)
     offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
     raise InputError(
-      f"could not fetch CLIP model {repo!r} from the hub{offline}: {type(e).__name__}: {first}; "
-      f"offline runs need a local directory"
+      f"could not fetch CLIP model {repo!r} from the hub{offline}: {cw.first_line(e)}; "
+      "offline runs need a local directory"
     ) from None
 
 

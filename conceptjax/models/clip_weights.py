@@ -410,7 +410,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 
-def first_line(e: BaseException, limit: int = 120) -> str:
+def first_line(e: BaseException, limit: int = 200) -> str:
   """``Type: first line of the message`` of an exception, cut to ``limit`` characters."""
   text = str(e).strip()
   return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
