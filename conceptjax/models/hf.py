@@ -62,12 +62,13 @@ def resolve(name_or_dir: str | os.PathLike, what: str, allow_patterns: Sequence[
   except Exception as e:  # LocalEntryNotFoundError offline, RepositoryNotFoundError, HTTP errors, ...
     raise InputError(
       f"cannot load {what} {where!r} (hub unreachable or unknown id; offline runs need a local folder): "
-      f"{type(e).__name__}: {_first_line(e)}"
+      f"{type(e).__name__}: {first_line(e)}"
     ) from e
   return folder
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+  """The first line of an exception's message (empty for an empty one)."""
   lines = str(e).strip().splitlines()
   return lines[0] if lines else ""
 
@@ -79,7 +80,7 @@ def read_config(folder: Path) -> dict:
   try:
     return json.loads(path.read_text(encoding="utf-8"))
   except (OSError, ValueError) as e:
-    raise InputError(f"{path}: unreadable ({type(e).__name__}: {_first_line(e)})") from e
+    raise InputError(f"{path}: unreadable ({type(e).__name__}: {first_line(e)})") from e
 
 
 def weight_format(folder: Path) -> str | None:
@@ -115,7 +116,7 @@ def read_tensors(folder: Path, hint: str = "") -> dict[str, np.ndarray]:
   except InputError:
     raise
   except Exception as e:  # a truncated file, a bad header, a missing shard
-    raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {_first_line(e)})") from e
+    raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first_line(e)})") from e
   return _read_torch(path)
 
 
@@ -145,7 +146,7 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
   try:
     state = torch.load(str(path), map_location="cpu", weights_only=True)
   except Exception as e:
-    raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {_first_line(e)})") from e
+    raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first_line(e)})") from e
   return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 

@@ -156,7 +156,7 @@ def load(path_or_id: str | os.PathLike, dtype: Any = jnp.float32) -> CausalLM:
       tokenizer = _gpt2().GPT2TokenizerFast.from_pretrained(str(folder))
     except Exception as e:
       raise InputError(
-        f"cannot load the tokenizer of {where!r}: {type(e).__name__}: {str(e).strip().splitlines()[0]}"
+        f"cannot load the tokenizer of {where!r}: {type(e).__name__}: {hf.first_line(e)}"
       ) from e
     check(tokenizer is not None and hasattr(tokenizer, "encode"), f"cannot load the tokenizer of {where!r}")
   module = gpt2.GPT2LMHead(config, dtype)

@@ -208,6 +208,8 @@ def test_unknown_architecture_and_missing_pieces(tmp_path):
   folder = _edited_copy(tmp_path, edit_config=lambda c: c.update(activation_function="tanhshrink"))
   _one_line_error(lambda: lm_lib.load(folder), "unknown activation_function 'tanhshrink'")
   shutil.copy(FIXTURES / "gpt2_tiny" / "config.json", folder)
+  (folder / "tokenizer.json").write_text("{")
+  _one_line_error(lambda: lm_lib.load(folder), "cannot load the tokenizer")
   (folder / "model.safetensors").unlink()
   _one_line_error(lambda: lm_lib.load(folder), "no model.safetensors or pytorch_model.bin")
   (folder / "config.json").unlink()
@@ -269,6 +271,10 @@ def test_live_random_pytorch_model_save_pretrained_parity(tmp_path):
   shutil.copy(tmp_path / "config.json", bin_dir)
   torch.save(model.state_dict(), bin_dir / "pytorch_model.bin")
   np.testing.assert_allclose(_logits(lm_lib.load(bin_dir), ids), ref, atol=1e-5, rtol=0)
+  # A sharded safetensors checkpoint (model.safetensors.index.json + shards) holds the same model.
+  model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+  assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+  np.testing.assert_allclose(_logits(lm_lib.load(tmp_path / "sharded"), ids), ref, atol=1e-5, rtol=0)
   # A bfloat16 checkpoint loads as float32 parameters holding the same values.
   model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
   wte = model.transformer.wte.weight.detach().float().numpy()
