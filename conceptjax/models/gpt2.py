@@ -43,12 +43,15 @@ from conceptjax.errors import InputError, check
 from conceptjax.models import hf
 
 __all__ = [
+  "ACTIVATIONS",
   "GPT2Config",
   "GPT2LMHead",
   "KVCache",
   "init_cache",
-  "load_params",
   "key_map",
+  "load_params",
+  "param_shapes",
+  "params_from_hf",
   "save_params",
 ]
 

@@ -5,6 +5,7 @@ Oracles: the fixtures in tests/models/fixtures (random GPT-2s saved by transform
 where torch is absent, and live PyTorch models where torch is installed.
 """
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -28,7 +29,7 @@ def _reference(name):
     return {k: f[k] for k in f.files}
 
 
-@jax.jit(static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0)
 def _forward(module, params, ids, positions, attention_mask):
   return lm_lib.logits_from_embeds(module, params, lm_lib.embed(params, ids), positions, attention_mask)
 
