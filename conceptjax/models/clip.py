@@ -38,6 +38,7 @@ import numpy as np
 from conceptjax import parallel
 from conceptjax.errors import InputError, check
 from conceptjax.models import clip_weights as cw
+from conceptjax.models import hf as hf_lib
 from conceptjax.models.clip_model import CLIP, ClipConfig, TextConfig, VisionConfig, random_params
 
 __all__ = ["ClipBundle", "Preprocess", "load", "preprocess_images", "save", "save_random_clip"]
@@ -48,16 +49,12 @@ DEFAULT_BATCH_SIZE = 256
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "lanczos3"}
-# What a hub download fetches: the configs and tokenizer files, and one weights format, the first of
-# _HUB_WEIGHTS the repository has (LAION's repositories hold both transformers' and open_clip's files).
-_HUB_CONFIGS = ["*.json", "merges.txt", "vocab.txt"]
-_HUB_WEIGHTS = (
-  "model.safetensors.index.json",
-  "model.safetensors",
-  "open_clip_model.safetensors",
-  "pytorch_model.bin",
-  "open_clip_pytorch_model.bin",
-)
+# What a hub download fetches: configs, tokenizer files and one weights format (transformers' if the
+# repository has it, else the first fallback it has; LAION's repositories hold both formats).
+_HUB_FILES = ["*.json", "merges.txt", "vocab.txt", hf_lib.SAFETENSORS, hf_lib.SAFETENSORS_INDEX]
+_HUB_FILES.append("model-*.safetensors")  # the shards an index lists
+_OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+_HUB_FALLBACKS = (hf_lib.TORCH_BIN, *_OPEN_CLIP_WEIGHTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,16 +300,11 @@ class _Checkpoint(NamedTuple):
   """What ``_resolve`` found: the config, where the weights are, which map reads them."""
 
   config: ClipConfig
-  weights: list[Path]  # one file, or the shards of an indexed checkpoint
+  weights: Path  # the open_clip weights file, or the transformers checkpoint folder
   open_clip: bool
   tokenizer_dir: Path | None
   preprocess: Preprocess
   where: str  # the resolved local path, or the hub id
-
-
-def _looks_like_path(name: str) -> bool:
-  """A hub id is ``name`` or ``org/name``; anything else is meant as a local path."""
-  return os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1
 
 
 _HINT = (
@@ -322,43 +314,16 @@ _HINT = (
 )
 
 
-def _download(repo: str) -> Path:
-  """A hub snapshot of ``repo`` (configs, tokenizer and one weights format), or a one-line error."""
-  try:
-    from huggingface_hub import list_repo_files, snapshot_download
-
-    try:
-      files = set(list_repo_files(repo))
-    except Exception:  # offline: a cached snapshot may still serve; snapshot_download says if not
-      files = set(_HUB_WEIGHTS)
-    weights = [w for w in _HUB_WEIGHTS if w in files][:1]
-    shards = ["model-*.safetensors"] if weights == [_HUB_WEIGHTS[0]] else []
-    return Path(snapshot_download(repo, allow_patterns=_HUB_CONFIGS + weights + shards))
-  except Exception as e:  # offline, unreachable, unknown repo, gated: huggingface_hub raises many kinds
-    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
-    raise InputError(
-      f"could not fetch CLIP model {repo!r} from the hub{offline}: {cw.first_line(e)}; "
-      "offline runs need a local directory"
-    ) from None
-
-
-def _hf_weights(d: Path) -> list[Path]:
-  index = d / "model.safetensors.index.json"
-  if index.is_file():
-    shards = sorted(set(cw.read_json(index).get("weight_map", {}).values()))
-    return [d / s for s in shards]
-  for name in ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack"):
-    if (d / name).is_file():
-      return [d / name]
-  raise InputError(f"CLIP directory {d} has config.json but no model.safetensors / pytorch_model.bin")
+def _has_weights(folder: Path) -> bool:
+  return hf_lib.weight_format(folder) is not None or any((folder / w).is_file() for w in _OPEN_CLIP_WEIGHTS)
 
 
 def _resolve(name: str, arch: str | None, tokenizer: str | os.PathLike | None) -> _Checkpoint:
   path = Path(name).expanduser()
   where = str(path.resolve())
   if not path.exists():
-    check(not _looks_like_path(name), f"CLIP model {name!r} does not exist; {_HINT}")
-    path, where = _download(name), name
+    path = hf_lib.resolve(name, "CLIP model", _HUB_FILES, fallbacks=_HUB_FALLBACKS, has_weights=_has_weights)
+    where = name
   tok_dir = Path(tokenizer).expanduser() if tokenizer is not None else None
   if path.is_file():
     check(
@@ -369,38 +334,32 @@ def _resolve(name: str, arch: str | None, tokenizer: str | os.PathLike | None) -
     known = ", ".join(cw.OPEN_CLIP_ARCHS)
     check(arch in cw.OPEN_CLIP_ARCHS, f"unknown open_clip arch {arch!r}; known: {known}")
     cfg = cw.config_from_open_clip(cw.OPEN_CLIP_ARCHS[arch], arch)
-    return _Checkpoint(cfg, [path], True, tok_dir, Preprocess.default(cfg.vision.image_size), where)
+    return _Checkpoint(cfg, path, True, tok_dir, Preprocess.default(cfg.vision.image_size), where)
   tok_dir = tok_dir or path
-  hf, oc = path / "config.json", path / "open_clip_config.json"
-  if hf.is_file() and (arch is None or not oc.is_file()):
-    cfg = cw.config_from_hf(cw.read_json(hf), str(hf))
+  hf_cfg, oc = path / hf_lib.CONFIG, path / "open_clip_config.json"
+  if hf_cfg.is_file() and (arch is None or not oc.is_file()):
+    cfg = cw.config_from_hf(hf_lib.read_json(hf_cfg), str(hf_cfg))
     prep_file = path / "preprocessor_config.json"
-    prep = cw.read_json(prep_file) if prep_file.is_file() else {}
+    prep = hf_lib.read_json(prep_file) if prep_file.is_file() else {}
     prep = Preprocess.from_config(prep, cfg.vision.image_size)
-    return _Checkpoint(cfg, _hf_weights(path), False, tok_dir, prep, where)
+    return _Checkpoint(cfg, path, False, tok_dir, prep, where)
   if oc.is_file():
-    d = cw.read_json(oc)
+    d = hf_lib.read_json(oc)
     cfg = cw.config_from_open_clip(d.get("model_cfg", d), str(oc))
-    weights = [path / n for n in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")]
-    weights = [w for w in weights if w.is_file()]
+    weights = [path / w for w in _OPEN_CLIP_WEIGHTS if (path / w).is_file()]
     check(bool(weights), f"open_clip directory {path} has no open_clip_model.safetensors / .bin")
     prep = Preprocess.from_open_clip(d.get("preprocess_cfg", {}), cfg.vision.image_size)
-    return _Checkpoint(cfg, weights[:1], True, tok_dir, prep, where)
+    return _Checkpoint(cfg, weights[0], True, tok_dir, prep, where)
   raise InputError(
     f"CLIP model directory {name!r} has neither config.json nor open_clip_config.json; {_HINT}"
   )
 
 
 def _read_weights(ckpt: _Checkpoint) -> Any:
-  state: dict[str, np.ndarray] = {}
-  for f in ckpt.weights:
-    state.update(cw.read_state(f))
-  source = str(ckpt.weights[0])
-  if len(ckpt.weights) > 1:
-    source = f"{ckpt.weights[0].parent} ({len(ckpt.weights)} shards)"
   if ckpt.open_clip:
-    return cw.from_open_clip_state(state, ckpt.config, source)
-  return cw.from_hf_state(state, ckpt.config, source)
+    return cw.from_open_clip_state(cw.read_state(ckpt.weights), ckpt.config, str(ckpt.weights))
+  source = ckpt.weights / (hf_lib.weight_format(ckpt.weights) or "flax_model.msgpack")
+  return cw.from_hf_state(cw.read_hf_folder(ckpt.weights), ckpt.config, str(source))
 
 
 def load(
@@ -468,7 +427,8 @@ def _load_tokenizer(directory: Path | None, name: str) -> Any:
     tok = transformers.CLIPTokenizerFast.from_pretrained(str(directory), local_files_only=True)
   except Exception as e:  # a malformed file raises anything from OSError to a tokenizers exception
     raise InputError(
-      f"could not load the tokenizer of CLIP model {name!r} from {where}: {cw.first_line(e)}"
+      f"could not load the tokenizer of CLIP model {name!r} from {where}: {type(e).__name__}: "
+      f"{hf_lib.first_line(e)}"
     ) from None
   return tok
 
@@ -512,22 +472,16 @@ def save(
 
   The directory loads with :func:`load` and with transformers' PyTorch ``CLIPModel.from_pretrained``.
   """
-  from safetensors.numpy import save_file
-
   from conceptjax import io
 
   directory = Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
   extra = {}
   if tokenizer is not None:
     extra = {"bos_id": int(tokenizer.bos_token_id), "pad_id": int(tokenizer.pad_token_id)}
-  io.write_json(directory / "config.json", cw.config_to_hf(cfg, **extra))
+  state = cw.to_hf_state(jax.device_get(params), cfg)
+  hf_lib.write(directory, cw.config_to_hf(cfg, **extra), state)
   prep = preprocess or Preprocess.default(cfg.vision.image_size)
   io.write_json(directory / "preprocessor_config.json", prep.to_config())
-  state = cw.to_hf_state(jax.device_get(params), cfg)
-  tmp = directory / "model.safetensors.tmp"
-  save_file(state, str(tmp), metadata={"format": "pt"})
-  os.replace(tmp, directory / "model.safetensors")
   if tokenizer is not None:
     from conceptjax.models import tokenizer as tok_lib
 

@@ -18,7 +18,6 @@ inverse map, so the project's models are saved in transformers' format and load 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import jax
 import numpy as np
 
 from conceptjax.errors import InputError
+from conceptjax.models import hf
 from conceptjax.models.clip_model import ClipConfig, TextConfig, VisionConfig, param_shapes
 
 __all__ = [
@@ -367,50 +367,25 @@ def _flax_names_to_torch(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def read_state(path: str | Path) -> dict[str, np.ndarray]:
-  """A checkpoint file as {name: float numpy array}: ``.safetensors``, ``.msgpack`` (Flax), or a torch
-  pickle (``.bin`` / ``.pt`` / ``.pth``, needs torch)."""
+  """A checkpoint file as {name: numpy array}: ``.safetensors``, ``.msgpack`` (transformers' old Flax
+  export), or a torch pickle (``.bin`` / ``.pt`` / ``.pth``, needs torch)."""
   path = Path(path)
+  if path.suffix not in (".safetensors", ".msgpack"):
+    return hf.read_torch(path)
   try:
     if path.suffix == ".safetensors":
-      from safetensors.numpy import load_file
+      return hf.read_safetensors(path)
+    from flax import serialization
+    from flax.traverse_util import flatten_dict
 
-      return load_file(str(path))
-    if path.suffix == ".msgpack":
-      from flax import serialization
-      from flax.traverse_util import flatten_dict
-
-      tree = serialization.msgpack_restore(path.read_bytes())
-      return {".".join(k): np.asarray(v) for k, v in flatten_dict(tree).items()}
-  except Exception as e:  # OSError, ValueError, safetensors' own SafetensorError, msgpack errors
-    raise InputError(f"cannot read checkpoint {path}: {first_line(e)}") from None
-  try:
-    import torch
-  except ImportError:
-    raise InputError(
-      f"checkpoint {path} is a torch pickle and torch is not installed; install torch or convert it to "
-      "safetensors"
-    ) from None
-  try:
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
-  except Exception as e:
-    raise InputError(f"cannot read checkpoint {path}: {first_line(e)}") from None
-  sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-  return {k: v.detach().float().numpy() for k, v in sd.items() if hasattr(v, "detach")}
+    tree = serialization.msgpack_restore(path.read_bytes())
+    return {".".join(k): np.asarray(v) for k, v in flatten_dict(tree).items()}
+  except Exception as e:  # OSError, safetensors' own SafetensorError, msgpack errors
+    raise InputError(f"cannot read checkpoint {path}: {type(e).__name__}: {hf.first_line(e)}") from None
 
 
-def read_json(path: Path) -> dict[str, Any]:
-  """A JSON file as a dict, or a one-line ``InputError`` naming it."""
-  try:
-    d = json.loads(path.read_text(encoding="utf-8"))
-  except (OSError, ValueError) as e:
-    raise InputError(f"cannot read {path}: {first_line(e)}") from None
-  if not isinstance(d, dict):
-    raise InputError(f"{path} does not hold a JSON object")
-  return d
-
-
-
-def first_line(e: BaseException, limit: int = 200) -> str:
-  """``Type: first line of the message`` of an exception, cut to ``limit`` characters."""
-  text = str(e).strip()
-  return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
+def read_hf_folder(folder: Path) -> dict[str, np.ndarray]:
+  """The tensors of a transformers checkpoint folder, or of its old Flax export (``flax_model.msgpack``)."""
+  if hf.weight_format(folder) is None and (folder / "flax_model.msgpack").is_file():
+    return read_state(folder / "flax_model.msgpack")
+  return hf.read_tensors(folder)

@@ -37,12 +37,20 @@ class Entry(NamedTuple):
   transpose: bool = False
 
 
-def resolve(name_or_dir: str | os.PathLike, what: str, allow_patterns: Sequence[str]) -> Path:
+def resolve(
+  name_or_dir: str | os.PathLike,
+  what: str,
+  allow_patterns: Sequence[str],
+  *,
+  fallbacks: Sequence[str] = (TORCH_BIN,),
+  has_weights: Callable[[Path], bool] | None = None,
+) -> Path:
   """A local checkpoint folder for ``name_or_dir``: the folder itself, or a hub snapshot.
 
   A hub id (``org/name`` or ``name``) is fetched with ``huggingface_hub.snapshot_download`` restricted to
-  ``allow_patterns`` (from the local cache when ``HF_HUB_OFFLINE=1``); when no weights come with them,
-  ``pytorch_model.bin`` is fetched as a fallback.
+  ``allow_patterns`` (from the local cache when ``HF_HUB_OFFLINE=1``); while the snapshot has no weights
+  (``has_weights``, default: a file :func:`weight_format` knows), each of ``fallbacks`` is fetched in turn, so
+  one weights format is downloaded, never all the repository holds.
 
   Raises:
     InputError: a path that is not a folder, or a hub id that cannot be fetched (one line).
@@ -53,12 +61,15 @@ def resolve(name_or_dir: str | os.PathLike, what: str, allow_patterns: Sequence[
   looks_like_path = where.startswith((".", "/", "~")) or where.count("/") > 1 or Path(where).exists()
   if looks_like_path or not where:
     raise InputError(f"{what} folder not found: {where}")
+  has_weights = has_weights or (lambda folder: weight_format(folder) is not None)
   try:
     from huggingface_hub import snapshot_download
 
     folder = Path(snapshot_download(where, allow_patterns=list(allow_patterns)))
-    if weight_format(folder) is None:
-      folder = Path(snapshot_download(where, allow_patterns=[TORCH_BIN]))
+    for pattern in fallbacks:
+      if has_weights(folder):
+        break
+      folder = Path(snapshot_download(where, allow_patterns=[pattern]))
   except Exception as e:  # LocalEntryNotFoundError offline, RepositoryNotFoundError, HTTP errors, ...
     raise InputError(
       f"cannot load {what} {where!r} (hub unreachable or unknown id; offline runs need a local folder): "
@@ -77,10 +88,17 @@ def read_config(folder: Path) -> dict:
   """The folder's ``config.json`` as a dict (InputError naming the file when absent or not JSON)."""
   path = folder / CONFIG
   check(path.is_file(), f"{folder}: no {CONFIG}")
+  return read_json(path)
+
+
+def read_json(path: Path) -> dict:
+  """A JSON object file as a dict, or one line naming the file."""
   try:
-    return json.loads(path.read_text(encoding="utf-8"))
+    d = json.loads(Path(path).read_text(encoding="utf-8"))
   except (OSError, ValueError) as e:
     raise InputError(f"{path}: unreadable ({type(e).__name__}: {first_line(e)})") from e
+  check(isinstance(d, dict), f"{path}: not a JSON object")
+  return d
 
 
 def weight_format(folder: Path) -> str | None:
@@ -106,21 +124,22 @@ def read_tensors(folder: Path, hint: str = "") -> dict[str, np.ndarray]:
   path = folder / name
   try:
     if name == SAFETENSORS:
-      return _read_safetensors(path)
+      return read_safetensors(path)
     if name == SAFETENSORS_INDEX:
       shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
       out: dict[str, np.ndarray] = {}
       for shard in shards:
-        out.update(_read_safetensors(folder / shard))
+        out.update(read_safetensors(folder / shard))
       return out
   except InputError:
     raise
   except Exception as e:  # a truncated file, a bad header, a missing shard
     raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first_line(e)})") from e
-  return _read_torch(path)
+  return read_torch(path)
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+  """A safetensors file's tensors as numpy arrays (bfloat16 ones as ``ml_dtypes.bfloat16``)."""
   from safetensors import safe_open
 
   out = {}
@@ -136,7 +155,8 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
   return out
 
 
-def _read_torch(path: Path) -> dict[str, np.ndarray]:
+def read_torch(path: Path) -> dict[str, np.ndarray]:
+  """A torch pickle's tensors as numpy arrays (floating ones as float32); needs torch."""
   try:
     import torch
   except ImportError:
@@ -147,6 +167,8 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
     state = torch.load(str(path), map_location="cpu", weights_only=True)
   except Exception as e:
     raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first_line(e)})") from e
+  if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+    state = state["state_dict"]  # training checkpoints (open_clip's among them) wrap the state dict
   return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 

@@ -247,7 +247,7 @@ def test_unloadable_model_is_one_clear_line(name):
     clip.load(name)  # the hub id fails at once: the tests run with HF_HUB_OFFLINE=1
   msg = str(e.value)
   assert "\n" not in msg and name in msg
-  assert ("HF_HUB_OFFLINE" in msg) if name.startswith("openai") else ("does not exist" in msg)
+  assert ("offline runs need a local folder" in msg) if name.startswith("openai") else ("not found" in msg)
 
 
 def _copy(tiny, tmp_path, files=("config.json", "model.safetensors")):
@@ -294,11 +294,11 @@ def test_unknown_architecture_and_corrupt_files(tiny, tmp_path):
   with pytest.raises(InputError, match="model_type 'bert' .*BertModel.* is not a CLIP"):
     clip.load(d)
   (d / "config.json").write_text("{not json")
-  with pytest.raises(InputError, match="cannot read .*config.json"):
+  with pytest.raises(InputError, match="config.json: unreadable"):
     clip.load(d)
   (d / "config.json").write_text(json.dumps(config))
   (d / "model.safetensors").write_bytes(b"\x00" * 10)
-  with pytest.raises(InputError, match="cannot read checkpoint .*model.safetensors"):
+  with pytest.raises(InputError, match="model.safetensors: unreadable checkpoint"):
     clip.load(d)
 
 
