@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from conceptjax.models import layers
+
 __all__ = [
   "ACTIVATIONS",
   "CLIP",
@@ -38,17 +40,7 @@ __all__ = [
 ]
 
 
-def quick_gelu(x: jax.Array) -> jax.Array:
-  """OpenAI CLIP's activation: ``x * sigmoid(1.702 x)``."""
-  return x * jax.nn.sigmoid(1.702 * x)
-
-
-ACTIVATIONS = {
-  "quick_gelu": quick_gelu,
-  "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-  "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-  "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-}
+ACTIVATIONS = layers.ACTIVATIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,21 +108,14 @@ class Attention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """x: [B, T, D]; bias: additive mask broadcastable to [B, heads, T, T] (0 or -inf-like) or None."""
+  def __call__(self, x: jax.Array, allowed: jax.Array | None) -> jax.Array:
+    """x: [B, T, D]; allowed: bool mask broadcastable to [B, heads, T, T], or None."""
     b, t, d = x.shape
     hd = d // self.heads
     dense = lambda name: nn.Dense(d, dtype=self.dtype, name=name)  # noqa: E731
     split = lambda y: y.reshape(b, t, self.heads, hd)  # noqa: E731
-    q = split(dense("q_proj")(x)) * (hd**-0.5)
-    k = split(dense("k_proj")(x))
-    v = split(dense("v_proj")(x))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-    if bias is not None:
-      logits = logits + bias
-    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, d)
-    return dense("out_proj")(out)
+    q, k, v = (split(dense(name)(x)) for name in ("q_proj", "k_proj", "v_proj"))
+    return dense("out_proj")(layers.attention(q, k, v, allowed, hd**-0.5, self.dtype))
 
 
 class Block(nn.Module):
@@ -143,9 +128,9 @@ class Block(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, bias: jax.Array | None) -> jax.Array:
+  def __call__(self, x: jax.Array, allowed: jax.Array | None) -> jax.Array:
     ln = lambda name: nn.LayerNorm(self.eps, dtype=self.dtype, name=name)  # noqa: E731
-    x = x + Attention(self.heads, self.dtype, name="attn")(ln("ln_1")(x), bias)
+    x = x + Attention(self.heads, self.dtype, name="attn")(ln("ln_1")(x), allowed)
     h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(ln("ln_2")(x))
     h = nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(ACTIVATIONS[self.act](h))
     return x + h
@@ -162,9 +147,9 @@ class Encoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, allowed: jax.Array | None = None) -> jax.Array:
     for i in range(self.layers):
-      x = Block(self.heads, self.mlp_dim, self.act, self.eps, self.dtype, name=f"block_{i}")(x, bias)
+      x = Block(self.heads, self.mlp_dim, self.act, self.eps, self.dtype, name=f"block_{i}")(x, allowed)
     return x
 
 
@@ -209,8 +194,7 @@ class TextTower(nn.Module):
     pos = self.param("pos_embedding", nn.initializers.normal(0.01), (cfg.context_length, cfg.width))
     x = x + pos[:length].astype(self.dtype)
     allowed = jnp.tril(jnp.ones((length, length), bool))[None, None] & (mask[:, None, None, :] > 0)
-    bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
-    x = _encoder(cfg, self.dtype)(x, bias)
+    x = _encoder(cfg, self.dtype)(x, allowed)
     x = nn.LayerNorm(cfg.eps, dtype=self.dtype, name="ln_final")(x)
     at = jnp.argmax(ids, axis=-1) if cfg.pool == "argmax" else jnp.argmax(ids == cfg.eos_id, axis=-1)
     return x, jnp.take_along_axis(x, at[:, None, None], axis=1)[:, 0]

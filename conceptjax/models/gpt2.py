@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conceptjax.errors import InputError, check
-from conceptjax.models import hf
+from conceptjax.models import hf, layers
 
 __all__ = [
   "ACTIVATIONS",
@@ -55,16 +55,7 @@ __all__ = [
   "save_params",
 ]
 
-ACTIVATIONS = {
-  "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-  "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-  "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
-  "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-  "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-  "relu": jax.nn.relu,
-  "silu": jax.nn.silu,
-  "swish": jax.nn.silu,
-}
+ACTIVATIONS = layers.ACTIVATIONS
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -217,10 +208,7 @@ class Attention(nn.Module):
       scale /= math.sqrt(cfg.head_dim)
     if cfg.scale_attn_by_inverse_layer_idx:
       scale /= self.layer + 1
-    scores = jnp.einsum("bthd,bshd->bhts", q, k.astype(q.dtype)).astype(jnp.float32) * scale
-    scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-    out = jnp.einsum("bhts,bshd->bthd", weights, v.astype(self.dtype)).reshape(b, t, e)
+    out = layers.attention(q, k, v, allowed, scale, self.dtype)
     return _dense(e, _residual_std(cfg), self.dtype, "c_proj")(out), new
 
 
