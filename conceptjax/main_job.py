@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     "seed...]; a folder holding another config's run is refused",
   )
   p.add_argument("--seed", type=int, default=0, help="seed of the generated image sets (default 0)")
-  p.add_argument("--clip", default="", help="a save_pretrained CLIP directory (default: the shipped one)")
+  p.add_argument(
+    "--clip", default="", help="a CLIP directory, transformers or open_clip format (default: the shipped one)"
+  )
   p.add_argument("--runlocal", action="store_true", help="tiny sizes (seconds; a smoke test, not a result)")
   p.set_defaults(handler=_run, interrupted="the main job is not resumable: re-run it to start over")
 

@@ -29,7 +29,7 @@ def _model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
   p.add_argument(
     "--model",
     required=required,
-    help="CLIP: a save_pretrained directory or a hub id (e.g. openai/clip-vit-base-patch32)",
+    help="CLIP: a transformers or open_clip directory, or a hub id (e.g. openai/clip-vit-base-patch32)",
   )
 
 
