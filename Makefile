@@ -15,6 +15,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+TEST_STAMP := $(VENV)/.installed-test
+
+# Reference implementations for the parity tests (torch, CPU build).
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $(TEST_STAMP)
+
 BENCH_STAMP := $(VENV)/.installed-bench
 
 # Solver-benchmark peers (skglm, celer): `make bench` compares against them.
@@ -27,10 +34,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(PY) -m conceptjax.cli main
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 
-test-all: $(STAMP)
+test-all: $(TEST_STAMP)
 	$(PY) -m pytest -m ""
 
 bench: $(BENCH_STAMP)

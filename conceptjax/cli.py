@@ -2,15 +2,20 @@
 
 Each subcommand lives beside the code it drives and registers itself through a ``register(subparsers)``
 function named in ``COMMANDS``; modules are imported only when needed so ``conceptjax --help`` is fast.
-A subcommand's handler takes the parsed ``argparse.Namespace`` and returns an exit status. Bad input
-(``InputError``) is printed as one line and exits with status 2.
+A subcommand's handler takes the parsed ``argparse.Namespace`` and returns an exit status. Failures end
+in one line on stderr, never a traceback: bad input (``InputError``) and an unknown command exit with
+status 2, a failing write (disk full, read-only, a file where a folder belongs) with status 1, Ctrl-C with
+status 130 and a line saying whether the run can be resumed (a subcommand says so with
+``set_defaults(interrupted=...)``). Warnings are printed as one line each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 
 from conceptjax.errors import InputError
 
@@ -37,19 +42,61 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
   return parser
 
 
+NOT_RESUMABLE = "nothing of this run is kept: re-run the same command to start again"
+
+
+@contextlib.contextmanager
+def one_line_warnings(prefix: str):
+  """Prints each warning raised inside as one line ``PREFIX: warning: MESSAGE`` on stderr."""
+
+  def show(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{prefix}: warning: {message}", file=sys.stderr)
+
+  with warnings.catch_warnings():
+    warnings.showwarning = show
+    yield
+
+
+def run_handler(prefix: str, handler, interrupted: str = NOT_RESUMABLE) -> int:
+  """Runs ``handler()`` and turns every expected failure into one stderr line and an exit status.
+
+  InputError -> 2; OSError (disk full, read-only, wrong kind of path) -> 1; Ctrl-C -> 130 with the line
+  ``interrupted: <interrupted>``. ``experiments.run`` shares it.
+  """
+  from conceptjax.io import describe_os_error
+
+  with one_line_warnings(prefix):
+    try:
+      return int(handler() or 0)
+    except InputError as e:
+      print(f"{prefix}: error: {e}", file=sys.stderr)
+      return 2
+    except OSError as e:
+      print(f"{prefix}: error: {describe_os_error(e)}", file=sys.stderr)
+      return 1
+    except KeyboardInterrupt:
+      print(f"\n{prefix}: interrupted: {interrupted}", file=sys.stderr)
+      return 130
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   only = argv[0] if argv and argv[0] in COMMANDS else None
   parser = build_parser(only)
   if only is None:
-    parser.print_help()
-    return 0 if not argv or argv[0] in ("-h", "--help") else 2
-  args = parser.parse_args(argv)
-  try:
-    return int(args.handler(args) or 0)
-  except InputError as e:
-    print(f"conceptjax {args.command}: error: {e}", file=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help"):
+      parser.print_help()
+      return 0
+    print(
+      f"conceptjax: error: unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)}; "
+      "`conceptjax --help` lists them)",
+      file=sys.stderr,
+    )
     return 2
+  args = parser.parse_args(argv)
+  return run_handler(
+    f"conceptjax {args.command}", lambda: args.handler(args), getattr(args, "interrupted", NOT_RESUMABLE)
+  )
 
 
 if __name__ == "__main__":

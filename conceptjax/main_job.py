@@ -33,11 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     "writes WORKDIR/report/index.html and WORKDIR/metrics.json, prints the report path and then the headline "
     "metrics as one JSON line. Not resumable: a re-run starts over.",
   )
-  p.add_argument("--workdir", default="workdirs/main", help="output folder (metrics.json, report/index.html)")
+  p.add_argument(
+    "--workdir",
+    default=None,
+    help="output folder (metrics.json, report/index.html) [workdirs/main, workdirs/main-seed=N for another "
+    "seed...]; a folder holding another config's run is refused",
+  )
   p.add_argument("--seed", type=int, default=0, help="seed of the generated image sets (default 0)")
-  p.add_argument("--clip", default="", help="a save_pretrained CLIP directory (default: the shipped one)")
+  p.add_argument(
+    "--clip", default="", help="a CLIP directory, transformers or open_clip format (default: the shipped one)"
+  )
   p.add_argument("--runlocal", action="store_true", help="tiny sizes (seconds; a smoke test, not a result)")
-  p.set_defaults(handler=_run)
+  p.set_defaults(handler=_run, interrupted="the main job is not resumable: re-run it to start over")
 
 
 def _checkout() -> Path:
@@ -54,12 +61,17 @@ def _checkout() -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
+  if args.clip and not Path(args.clip).is_dir():
+    raise InputError(f"--clip {args.clip}: not a folder (pass a save_pretrained CLIP folder)")
   root = _checkout()
   from experiments import run as runner
 
-  arg = f"seed={args.seed},runlocal={args.runlocal}" + (f",clip={args.clip}" if args.clip else "")
+  given = {"seed": args.seed if args.seed else None, "runlocal": args.runlocal or None, "clip": args.clip}
+  arg = ",".join(f"{k}={v}" for k, v in given.items() if v)
   config = runner.load_config(f"{root / CONFIG}:{arg}")
-  metrics = runner.run(config, args.workdir, fresh=True)
+  workdir = args.workdir or runner.default_workdir(f"main.py:{arg}")
+  runner.check_workdir(config, workdir)  # a re-run starts over, but never over another config's run
+  metrics = runner.run(config, workdir, fresh=True)
   print(f"report: {metrics['report']}", flush=True)
   print(json.dumps(metrics), flush=True)
   return 0

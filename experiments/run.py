@@ -4,7 +4,8 @@ A config file defines ``get_config(arg: str) -> ml_collections.ConfigDict``; ``a
 colon, ``key=value`` pairs separated by commas (``seed=3,runlocal=True``), parsed by
 ``experiments.configs.common.parse_arg``. The config's ``task`` names a module ``experiments.tasks.<task>``
 whose ``run(config, workdir) -> dict`` does the work. The runner writes the config and ``metrics.json`` into
-the workdir and prints the headline metrics as the last line of output, one JSON object.
+the workdir and prints the headline metrics as the last line of output, one JSON object. One run at a time
+writes a workdir (``conceptjax.io.output_lock``); failures end in one line (``conceptjax.cli.run_handler``).
 """
 
 from __future__ import annotations
@@ -29,23 +30,43 @@ def load_config(spec: str):
     raise InputError(f"config file not found: {path}")
   module_spec = importlib.util.spec_from_file_location(f"_config_{Path(path).stem}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise InputError(f"config file {path} defines no get_config(arg)")
-  return module.get_config(arg)
+  try:
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise InputError(f"config file {path} defines no get_config(arg)")
+    return module.get_config(arg)
+  except InputError:
+    raise
+  except Exception as e:  # a config is user code: whatever it raises is reported in one line
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    raise InputError(f"config {spec} failed: {type(e).__name__}: {first}") from None
 
 
 # Config keys that may change between a run and its resumption (they do not change what is checkpointed).
 RESUMABLE_KEYS = frozenset({"stop_at"})
 
 
-def _check_same_config(config, workdir: Path) -> None:
-  """Refuses to resume a workdir written by another config (its checkpoints would be silently reused)."""
-  path = workdir / "config.json"
+def check_workdir(config, workdir: str | Path) -> None:
+  """Refuses a workdir that holds a run of another config (its checkpoints would be silently reused, or its
+  results overwritten), or whose ``config.json`` is not one this runner wrote. ``conceptjax main`` shares it.
+  """
+  path = Path(workdir) / "config.json"
   if not path.is_file():
     return
-  old, new = json.loads(path.read_text()), json.loads(config.to_json())
-  changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+  try:
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(old, dict):
+      raise ValueError(f"a JSON {type(old).__name__}, not an object")
+  except (ValueError, UnicodeDecodeError) as e:
+    raise InputError(
+      f"workdir {workdir} holds a {path.name} that is not a config ({type(e).__name__}: {str(e)[:80]}): "
+      "pass another --workdir or delete it"
+    ) from None
+  new = json.loads(config.to_json())
+  changed = sorted(
+    (k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and old.get(k) != new.get(k)),
+    key=lambda k: (k != "task", k),  # another task first: it says the most
+  )
   if changed:
     diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
     raise InputError(
@@ -54,23 +75,32 @@ def _check_same_config(config, workdir: Path) -> None:
     )
 
 
+_check_same_config = check_workdir  # the name tests and older callers use
+
+
 def run(config, workdir: str | Path, *, fresh: bool = False) -> dict:
   """Runs ``config`` in ``workdir`` and returns its metrics (also written to ``workdir/metrics.json``).
 
   A workdir resumes the run it holds (tasks checkpoint into it), so it must hold a run of the same config
-  (``InputError`` otherwise). ``fresh=True``: the task starts over whatever the workdir holds.
+  (``InputError`` otherwise). ``fresh=True``: the task starts over whatever the workdir holds (callers
+  that start over check the workdir themselves, as ``conceptjax main`` does). The workdir is locked while
+  the task runs: a second run into it fails at once naming the first one's PID.
   """
   workdir = Path(workdir)
   if not fresh:
-    _check_same_config(config, workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  io.write_text(workdir / "config.json", config.to_json(indent=2))
+    check_workdir(config, workdir)
   task = importlib.import_module(f"experiments.tasks.{config.task}")
-  t0 = time.perf_counter()
-  metrics = dict(task.run(config, workdir))
-  metrics.setdefault("seconds", round(time.perf_counter() - t0, 2))
-  metrics = io.to_jsonable(metrics)
-  io.write_json(workdir / "metrics.json", metrics)
+  if hasattr(task, "validate"):  # a task's own checks of the config's values, before anything is written
+    task.validate(config)
+  with io.output_lock(workdir):
+    io.write_text(workdir / "config.json", config.to_json(indent=2))
+    print(f"running {config.task} into {workdir} (progress on stderr)", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    metrics = dict(task.run(config, workdir))
+    metrics.setdefault("seconds", round(time.perf_counter() - t0, 2))
+    metrics = io.to_jsonable(metrics)
+    io.write_json(workdir / "metrics.json", metrics)
+  print(f"{config.task} done in {metrics['seconds']} s", file=sys.stderr, flush=True)
   return metrics
 
 
@@ -89,15 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     "--workdir", default=None, help="output folder (default: workdirs/<config name>[-<arguments>])"
   )
   args = parser.parse_args(argv)
-  try:
+  from conceptjax.cli import run_handler
+
+  def go() -> int:
     config = load_config(args.config)
-    workdir = args.workdir or default_workdir(args.config)
-    metrics = run(config, workdir)
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps(metrics), flush=True)
-  return 0
+    metrics = run(config, args.workdir or default_workdir(args.config))
+    print(json.dumps(metrics), flush=True)
+    return 0
+
+  return run_handler(
+    "experiments.run", go, "tasks that checkpoint resume from their last checkpoint when re-run the same way"
+  )
 
 
 if __name__ == "__main__":

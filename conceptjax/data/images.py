@@ -44,21 +44,65 @@ def tfds_source(
     return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
   except Exception as e:  # tfds raises many types (DatasetNotFoundError, NotImplementedError, ValueError...)
     reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    try:  # say why in the user's terms: an unknown name or an unprepared dataset, not tfds' format complaint
+      builder = tfds.builder(name, data_dir=data_dir)
+    except Exception:
+      raise InputError(f"unknown tfds dataset {name!r} ({reason})") from None
+    if not os.path.isdir(builder.data_path):
+      raise InputError(
+        f"tfds dataset {name!r} is not prepared in {data_dir or 'the default data folder'} (no "
+        f"{builder.data_path}): prepare it with `tfds build {name} --file_format array_record"
+        f"{' --data_dir ' + data_dir if data_dir else ''}` on a machine with the data"
+      ) from None
     raise InputError(
       f"could not open tfds dataset {name!r} split {split!r} (data_dir={data_dir or 'default'}): {reason}"
     ) from None
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
-  """uint8 [H, W, 3] from [H, W], [H, W, 1] (grey) or [H, W, 4] (alpha dropped)."""
+  """uint8 [H, W, 3] from grey [H, W] / [H, W, 1], grey + alpha [H, W, 2], RGB [H, W, 3] or RGBA [H, W, 4].
+
+  16-bit images (uint16, or int32 with values above 255, as PIL reads 16-bit PNGs) are scaled to 8 bits
+  (``round(v / 257)``: 65535 -> 255), never clipped. An alpha channel is composited on white
+  (``a * rgb + (1 - a) * 255``): transparent pixels become white whatever colour they hold, as a viewer
+  shows the image on a white page.
+  """
   image = np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
+  check(
+    image.ndim == 3 and image.shape[-1] in (1, 2, 3, 4), f"expected an [H, W, C<=4] image, got {image.shape}"
+  )
+  if image.dtype != np.uint8:
+    wide = image.dtype.itemsize > 1 and (image.dtype == np.uint16 or image.max(initial=0) > 255)
+    x = image.astype(np.float64)
+    image = np.clip(np.rint(x / 257.0) if wide else x, 0, 255).astype(np.uint8)
+  if image.shape[-1] in (2, 4):
+    alpha = image[..., -1:].astype(np.float64) / 255.0
+    colour = image[..., :-1].astype(np.float64)
+    image = np.clip(np.rint(alpha * colour + (1.0 - alpha) * 255.0), 0, 255).astype(np.uint8)
   if image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
-  elif image.shape[-1] == 4:
-    image = image[..., :3]
-  return image.astype(np.uint8, copy=False)
+  return image
+
+
+def pil_to_rgb(im: Any) -> np.ndarray:
+  """uint8 [H, W, 3] from a PIL image of any common mode, through :func:`as_rgb` for the numbers.
+
+  16-bit grey (``I;16*`` and ``I``) is scaled, not clipped as PIL's own ``convert("RGB")`` does (which
+  makes most 16-bit images white); palette images keep their transparency (composited on white, as RGBA
+  and LA are); CMYK, YCbCr and the other modes go through PIL's conversion to RGB.
+  """
+  mode = im.mode
+  if mode.startswith("I;16") or mode == "I":
+    return as_rgb(np.asarray(im).astype(np.uint16 if mode.startswith("I;16") else np.int64))
+  if mode == "P":
+    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+  elif mode == "PA":
+    im = im.convert("RGBA")
+  elif mode not in ("L", "LA", "RGB", "RGBA"):
+    im = im.convert("RGBA" if "A" in mode else "RGB")
+  return as_rgb(np.asarray(im))
 
 
 def resize_like_processor(image: Any, shortest_edge: int, crop: int) -> np.ndarray:
@@ -117,9 +161,9 @@ class FolderSource:
     path = self.paths[i]
     try:
       with Image.open(path) as im:
-        im = im.convert("RGB")
-        image = resize_like_processor(im, self.size, self.size) if self.size else np.asarray(im)
-    except (OSError, UnidentifiedImageError) as e:
+        rgb = pil_to_rgb(im)
+      image = resize_like_processor(rgb, self.size, self.size) if self.size else rgb
+    except (OSError, UnidentifiedImageError, ValueError) as e:
       raise InputError(f"image {path} is unreadable ({e})") from None
     return {"image": image, "label": np.int64(self.labels[i]), "index": np.int64(i)}
 
@@ -174,6 +218,7 @@ def embed_to_store(
   image_key: str = "image",
   label_key: str | None = "label",
   progress: bool = True,
+  redo: Any = (),
 ) -> Any:
   """Embeds every image of ``source`` into a resumable chunked store (fields ``embeddings``, ``labels``).
 
@@ -184,6 +229,7 @@ def embed_to_store(
     chunk_rows: rows per chunk file (the unit of resumption).
     batch_size: rows per encoder call.
     meta: identifies the job (model name, dataset, split...); resuming with other meta is refused.
+    redo: numbers of finished chunks to write again (``store.fill``).
 
   Returns:
     The finished ``conceptjax.data.store.Store``.
@@ -199,4 +245,4 @@ def embed_to_store(
       labels.append(b["label"])
     return {"embeddings": np.concatenate(emb), "labels": np.concatenate(labels).astype(np.int64)}
 
-  return store_lib.fill(st, produce, progress=progress, desc="embed")
+  return store_lib.fill(st, produce, progress=progress, desc="embed", redo=redo)

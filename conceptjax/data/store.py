@@ -2,15 +2,19 @@
 
 Layout of a store folder::
 
-  manifest.json        {"version", "num_rows", "chunk_rows", "meta", "chunks": [{file, start, stop}]}
+  manifest.json        {"version", "num_rows", "chunk_rows", "meta", "chunks": [{file, start, stop, sha256}]}
   chunk-000000.npz     rows [0, chunk_rows) of every field
   chunk-000001.npz     ...
 
 Rows are written one chunk at a time, in order: first the chunk file (atomically), then the manifest
 listing it (atomically). A job killed at any moment leaves a manifest that lists only complete chunks; the
 next run with the same settings resumes at ``next_row`` (a half-written chunk is simply written again), so
-no row is lost or duplicated. Sparse codes are stored per row as fixed-width ``indices`` [n, k] (int32,
--1 = unused) and ``values`` [n, k]; chunks may differ in ``k`` and ``read_sparse`` pads them to one width.
+no row is lost or duplicated. Each chunk's ``sha256`` is the fingerprint of its arrays
+(``conceptjax.provenance.arrays_fingerprint``): reads check it, so a damaged, truncated, missing or swapped
+chunk file is one InputError line naming the file and the fix (``--redo-chunk N``, or delete the file and
+re-run: ``fill`` writes deleted chunks again), and ``Store.fingerprint`` identifies the rows by content.
+Sparse codes are stored per row as fixed-width ``indices`` [n, k] (int32, -1 = unused) and ``values``
+[n, k]; chunks may differ in ``k`` and ``read_sparse`` pads them to one width.
 
 Typical use::
 
@@ -22,13 +26,13 @@ Typical use::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from conceptjax import io
+from conceptjax import io, provenance
 from conceptjax.errors import InputError, check
 
 MANIFEST = "manifest.json"
@@ -169,20 +173,79 @@ class Store:
     io.save_npz(self.directory / name, **arrays)
     manifest = dict(self.manifest)
     manifest["fields"] = known or fields
-    manifest["chunks"] = [*self.manifest["chunks"], {"file": name, "start": start, "stop": start + n}]
+    entry = {"file": name, "start": start, "stop": start + n, "sha256": provenance.arrays_fingerprint(arrays)}
+    manifest["chunks"] = [*self.manifest["chunks"], entry]
     io.write_json(self.directory / MANIFEST, manifest)
     self.manifest = manifest
 
+  def rewrite_chunk(self, number: int, arrays: Mapping[str, Any]) -> None:
+    """Writes chunk ``number`` (already listed in the manifest) again, e.g. after its file was damaged.
+
+    The arrays must have the chunk's rows and the store's fields; the manifest's record of the chunk's
+    content is updated, the rest is unchanged.
+    """
+    chunks = self.manifest["chunks"]
+    check(0 <= number < len(chunks), f"store {self.directory} has no chunk {number} ({len(chunks)} chunks)")
+    entry = chunks[number]
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    n = int(entry["stop"]) - int(entry["start"])
+    check(
+      set(arrays) == set(self.manifest["fields"]) and all(a.shape[:1] == (n,) for a in arrays.values()),
+      f"chunk {number} of {self.directory} needs {n} rows of {sorted(self.manifest['fields'])}",
+    )
+    io.save_npz(self.directory / entry["file"], **arrays)
+    manifest = dict(self.manifest)
+    digest = provenance.arrays_fingerprint(arrays)
+    manifest["chunks"] = [dict(c, sha256=digest) if i == number else c for i, c in enumerate(chunks)]
+    io.write_json(self.directory / MANIFEST, manifest)
+    self.manifest = manifest
+
+  def missing_chunks(self) -> list[int]:
+    """Numbers of the chunks the manifest lists whose files are gone (deleted to have them written again)."""
+    return [i for i, c in enumerate(self.manifest["chunks"]) if not (self.directory / c["file"]).is_file()]
+
   # -- reading -------------------------------------------------------------------------------------------
+  def load_chunk(self, number: int) -> dict[str, np.ndarray]:
+    """The arrays of finished chunk ``number``, checked against the content the manifest records.
+
+    Raises:
+      InputError: one line naming the missing, truncated or corrupt file and how to write it again.
+    """
+    chunk = self.manifest["chunks"][number]
+    path = self.directory / chunk["file"]
+    recover = (
+      f"re-run the command that wrote {self.directory} with --redo-chunk {number}, "
+      "or delete the file and re-run it"
+    )
+    if not path.is_file():
+      raise InputError(f"store chunk {path} is missing (chunk {number}): {recover}")
+    try:
+      data = io.load_npz(path)
+    except InputError as e:
+      raise InputError(f"{e}; chunk {number}: {recover}") from None
+    digest = chunk.get("sha256")
+    if digest is not None and provenance.arrays_fingerprint(data) != digest:
+      raise InputError(
+        f"store chunk {path} holds other data than the manifest records (chunk {number}): {recover}"
+      )
+    return data
+
   def iter_chunks(self, fields: list[str] | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Yields (start row, {field: array}) for every finished chunk, in order."""
-    for chunk in self.manifest["chunks"]:
-      path = self.directory / chunk["file"]
-      try:
-        data = io.load_npz(path)
-      except (OSError, ValueError) as e:
-        raise InputError(f"store chunk {path} is unreadable ({e})") from None
+    """Yields (start row, {field: array}) for every finished chunk, in order (each checked as in
+    :meth:`load_chunk`)."""
+    for number, chunk in enumerate(self.manifest["chunks"]):
+      data = self.load_chunk(number)
       yield int(chunk["start"]), {k: data[k] for k in (fields or data)}
+
+  def fingerprint(self) -> str:
+    """Content fingerprint of the rows: the same rows in the same chunks give the same fingerprint
+    wherever the folder is (``conceptjax.provenance``). Chunks written before their content was recorded
+    are read and hashed."""
+    digests = [
+      c.get("sha256") or provenance.arrays_fingerprint(self.load_chunk(i))
+      for i, c in enumerate(self.manifest["chunks"])
+    ]
+    return provenance.combine(self.num_rows, self.manifest["fields"], digests)
 
   def read(self, field: str) -> np.ndarray:
     """All finished rows of one field, concatenated."""
@@ -217,14 +280,22 @@ def fill(
   *,
   progress: bool = True,
   desc: str | None = None,
+  redo: Iterable[int] = (),
 ) -> Store:
   """Writes every pending chunk of ``store`` with ``produce(start, stop) -> {field: [stop - start, ...]}``.
 
-  Resumable: a store that already holds some chunks continues at ``store.next_row``. Shows a tqdm progress
-  bar (on stderr) over rows unless ``progress`` is False.
+  Resumable: a store that already holds some chunks continues at ``store.next_row``. Finished chunks listed
+  in ``redo``, and those whose files were deleted, are written again first (``produce`` must be
+  deterministic for the store to stay consistent). Shows a tqdm progress bar (on stderr) over rows unless
+  ``progress`` is False; until the first chunk is done it says so (the first chunk pays the compilations).
   """
   from tqdm.auto import tqdm
 
+  chunks = store.manifest["chunks"]
+  total = -(-store.num_rows // store.chunk_rows)
+  for n in redo:
+    check(0 <= n < total, f"--redo-chunk {n}: store {store.directory} has chunks 0-{total - 1}")
+  redo = sorted(n for n in set(redo) | set(store.missing_chunks()) if n < len(chunks))  # the rest are pending
   with tqdm(
     total=store.num_rows,
     initial=store.next_row,
@@ -232,8 +303,13 @@ def fill(
     desc=desc or store.directory.name,
     disable=not progress,
   ) as bar:
+    bar.set_postfix_str("first chunk (compiling)", refresh=True)
+    for n in redo:
+      store.rewrite_chunk(n, produce(int(chunks[n]["start"]), int(chunks[n]["stop"])))
+      bar.set_postfix_str(f"chunk {n} rewritten", refresh=True)
     for start, stop in store.pending():
       arrays = produce(start, stop)
       store.write_chunk(start, arrays)
+      bar.set_postfix_str("")
       bar.update(stop - start)
   return store

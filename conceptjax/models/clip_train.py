@@ -1,6 +1,6 @@
-"""Contrastive training of a small ``FlaxCLIPModel`` on ShapesWorld, data parallel, resumable.
+"""Contrastive training of a small CLIP (``conceptjax.models.clip_model``) on ShapesWorld, data parallel.
 
-The model is transformers' ``FlaxCLIPModel`` with a small config (``ModelConfig``); the tokenizer is a BPE
+The model is the project's Flax CLIP with a small config (``ModelConfig``); the tokenizer is a BPE
 trained on the world's captions (``conceptjax.models.tokenizer``). Each step draws a fresh batch of
 images and captions from the world: batch ``t`` is rows ``[t*B, (t+1)*B)`` of the seeded ``train`` stream,
 so a resumed run sees exactly the data an uninterrupted one would. The step is one jit-compiled pure function
@@ -9,11 +9,11 @@ so a resumed run sees exactly the data an uninterrupted one would. The step is o
 temperature (clamped at 100). Optimiser: optax AdamW (no decay on biases, norms, embeddings of positions and
 the temperature), warm-up + cosine schedule, global-norm clipping. Checkpoints: ``conceptjax.checkpoint``
 (orbax; resumes from the latest). Logs: tensorboardX events in ``workdir/tb`` and JSONL in
-``workdir/metrics.jsonl``. The result is exported with ``save_pretrained`` (model + tokenizer + image
-processor) and loads with ``conceptjax.models.clip.load`` like any hub model.
+``workdir/metrics.jsonl``. The result is exported in transformers' format (``clip.save``: model, tokenizer,
+image processor config) and loads with ``conceptjax.models.clip.load`` like any hub model.
 
 Image preprocessing is ``CLIPImageProcessor``'s at the native size (rescale to [0, 1], normalise with CLIP's
-mean and std, channels first), done inside the jitted step.
+mean and std), done inside the jitted step.
 
 References:
   Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML 2021.
@@ -39,9 +39,12 @@ import optax
 from conceptjax import parallel
 from conceptjax.data import shapesworld as sw
 from conceptjax.errors import InputError, check
+from conceptjax.models import clip as clip_lib
+from conceptjax.models.clip_model import CLIP, ClipConfig, TextConfig, VisionConfig, random_params
 
 __all__ = [
   "SHIPPED_DIR",
+  "ClipModel",
   "ModelConfig",
   "TrainConfig",
   "TrainState",
@@ -55,10 +58,9 @@ __all__ = [
   "train_step",
 ]
 
-# The shipped ShapesWorld CLIP (save_pretrained directory; load with ``conceptjax.models.clip.load``).
+# The shipped ShapesWorld CLIP (transformers format; load with ``conceptjax.models.clip.load``).
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapesworld_clip"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN, CLIP_STD = clip_lib.CLIP_MEAN, clip_lib.CLIP_STD
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
@@ -126,14 +128,29 @@ class TrainConfig:
   save_every: int = 100
 
 
+@dataclasses.dataclass(eq=False)
+class ClipModel:
+  """A CLIP in memory: its config, its Flax module and its parameters (``params`` may be replaced).
+
+  Hashing and equality go by the module's identity, so a model can be closed over by jitted functions.
+  """
+
+  config: ClipConfig
+  module: CLIP
+  params: Any
+
+  def __hash__(self) -> int:
+    return hash(id(self.module))
+
+
 class TrainState(NamedTuple):
-  params: Any  # FlaxCLIPModel params pytree
+  params: Any  # ClipModel params pytree
   opt_state: Any  # optax state
   step: jax.Array  # int32 []
 
 
-def make_model(mc: ModelConfig, tokenizer: Any, seed: int = 0) -> Any:
-  """A randomly initialised ``FlaxCLIPModel`` of size ``mc`` for ``tokenizer``'s vocabulary."""
+def make_model(mc: ModelConfig, tokenizer: Any, seed: int = 0) -> ClipModel:
+  """A randomly initialised CLIP of size ``mc`` for ``tokenizer``'s vocabulary."""
   return _make_model(mc, _vocab_key(tokenizer), seed)
 
 
@@ -141,34 +158,29 @@ def _vocab_key(tokenizer: Any) -> tuple[int, int, int, int]:
   return len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
 
 
-def _make_model(mc: ModelConfig, vocab: tuple[int, int, int, int], seed: int) -> Any:
-  import transformers
-
-  transformers.logging.set_verbosity_error()
-  vocab_size, bos, eos, pad = vocab
-  config = transformers.CLIPConfig(
-    text_config=dict(
-      vocab_size=vocab_size,
-      hidden_size=mc.text_hidden,
-      intermediate_size=4 * mc.text_hidden,
-      num_hidden_layers=mc.text_layers,
-      num_attention_heads=mc.text_heads,
-      max_position_embeddings=mc.max_length,
-      bos_token_id=bos,
-      eos_token_id=eos,
-      pad_token_id=pad,
-    ),
-    vision_config=dict(
-      hidden_size=mc.vision_hidden,
-      intermediate_size=4 * mc.vision_hidden,
-      num_hidden_layers=mc.vision_layers,
-      num_attention_heads=mc.vision_heads,
+def _make_model(mc: ModelConfig, vocab: tuple[int, int, int, int], seed: int) -> ClipModel:
+  vocab_size, _, eos, _ = vocab
+  cfg = ClipConfig(
+    vision=VisionConfig(
       image_size=mc.image_size,
       patch_size=mc.patch_size,
+      width=mc.vision_hidden,
+      layers=mc.vision_layers,
+      heads=mc.vision_heads,
+      mlp_dim=4 * mc.vision_hidden,
     ),
-    projection_dim=mc.projection_dim,
+    text=TextConfig(
+      vocab_size=vocab_size,
+      context_length=mc.max_length,
+      width=mc.text_hidden,
+      layers=mc.text_layers,
+      heads=mc.text_heads,
+      mlp_dim=4 * mc.text_hidden,
+      eos_id=eos,
+    ),
+    embed_dim=mc.projection_dim,
   )
-  return transformers.FlaxCLIPModel(config, seed=seed, dtype=jnp.float32)
+  return ClipModel(cfg, CLIP(cfg), jax.tree.map(jnp.asarray, random_params(cfg, seed)))
 
 
 def _decay_mask(params: Any) -> Any:
@@ -200,15 +212,14 @@ def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
 
 
 def _pixels(images: jax.Array) -> jax.Array:
-  """uint8 [B, H, W, 3] -> CLIP-normalised float32 [B, 3, H, W]."""
+  """uint8 [B, H, W, 3] -> CLIP-normalised float32 [B, H, W, 3]."""
   x = images.astype(jnp.float32) / 255.0
-  x = (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
-  return jnp.transpose(x, (0, 3, 1, 2))
+  return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
 
 
-def _features(model: Any, params: Any, images: jax.Array, ids: jax.Array, mask: jax.Array):
-  img = model.get_image_features(_pixels(images), params=params)
-  txt = model.get_text_features(ids, attention_mask=mask, params=params)
+def _features(model: ClipModel, params: Any, images: jax.Array, ids: jax.Array, mask: jax.Array):
+  img = _features_image(model, params, images)
+  txt = model.module.apply({"params": params}, ids, mask, method=CLIP.encode_text)
   return img, txt
 
 
@@ -225,7 +236,7 @@ def clip_loss(
     params: model parameters.
     images: uint8 [B, H, W, 3].
     ids, mask: int32 [B, L] token ids and attention mask.
-    model: the ``FlaxCLIPModel`` (static).
+    model: the ``ClipModel`` (static).
 
   Returns:
     (loss, {"loss_i2t", "loss_t2i", "acc_i2t", "temperature"}).
@@ -264,9 +275,7 @@ def train_step(
   return TrainState(params, opt_state, state.step + 1), metrics
 
 
-def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-  tok = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="np")
-  return tok["input_ids"].astype(np.int32), tok["attention_mask"].astype(np.int32)
+_tokenize = clip_lib.tokenize
 
 
 _WORLD_FIELD = {"background": "backgrounds", "color": "colors", "shape": "shapes", "size": "sizes"}
@@ -299,18 +308,15 @@ def _tokenizer_for(tc: TrainConfig, mc: ModelConfig, directory: Path) -> Any:
     return tok_lib.load(directory)
   if tc.init_from:
     tokenizer = tok_lib.load(tc.init_from)
-    tokenizer.save_pretrained(directory)
-    return tokenizer
+    return tok_lib.save(tokenizer, directory)
   corpus = sw.generate(tc.world, tc.tokenizer_corpus, seed=tc.seed, split="train").captions
   return tok_lib.train_clip_tokenizer(corpus, directory, vocab_size=tc.vocab_size, max_length=mc.max_length)
 
 
 def _pretrained_params(directory: str, like: Any) -> Any:
   """The weights of the CLIP saved in ``directory``, checked against the tree and shapes of ``like``."""
-  import transformers
-
   check(Path(directory, "config.json").is_file(), f"init_from {directory}: no config.json (not a saved CLIP)")
-  params = transformers.FlaxCLIPModel.from_pretrained(directory, local_files_only=True).params
+  params = jax.device_get(clip_lib.load(directory, mesh=parallel.data_mesh(jax.devices()[:1])).params)
   want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(like)}
   got = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(params)}
   for key in sorted(want.keys() | got.keys()):
@@ -341,7 +347,7 @@ def train(
     callback: called as ``callback(step, metrics)`` after every logged step (e.g. progress printing).
 
   Returns:
-    (FlaxCLIPModel, tokenizer, final TrainState with params gathered on the host).
+    (ClipModel, tokenizer, final TrainState with params gathered on the host).
   """
   from tensorboardX import SummaryWriter
 
@@ -405,33 +411,22 @@ def _jitted_step(tc: TrainConfig, mc: ModelConfig, vocab: tuple[int, int, int, i
   )
 
 
-def export(model: Any, tokenizer: Any, directory: str | os.PathLike) -> Path:
-  """Writes model (safetensors), tokenizer and image processor with ``save_pretrained`` into ``directory``."""
-  import transformers
-
-  directory = Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  model.save_pretrained(directory, safe_serialization=True)
-  tokenizer.save_pretrained(directory)
-  size = int(model.config.vision_config.image_size)
-  transformers.CLIPImageProcessor(
-    size={"shortest_edge": size},
-    crop_size={"height": size, "width": size},
-    image_mean=list(CLIP_MEAN),
-    image_std=list(CLIP_STD),
-  ).save_pretrained(directory)
-  return directory
+def export(model: ClipModel, tokenizer: Any, directory: str | os.PathLike) -> Path:
+  """Writes model (safetensors), tokenizer and image processor config in transformers' format."""
+  size = model.config.vision.image_size
+  prep = clip_lib.Preprocess.default(size)
+  return clip_lib.save(directory, model.config, jax.device_get(model.params), tokenizer, prep)
 
 
-def encoders(model: Any, tokenizer: Any, params: Any | None = None, *, batch_size: int = 256):
+def encoders(model: ClipModel, tokenizer: Any, params: Any | None = None, *, batch_size: int = 256):
   """(encode_images(uint8 [N,H,W,3]) -> [N,d], encode_texts(list[str]) -> [N,d]) for an in-memory model.
 
   Batches are split over all devices. ``conceptjax.models.clip.load`` gives the same for a saved model.
   """
   params = model.params if params is None else params
-  max_length = int(model.config.text_config.max_position_embeddings)
-  img_fn = jax.jit(lambda p, x: model.get_image_features(_pixels(x), params=p))
-  txt_fn = jax.jit(lambda p, i, m: model.get_text_features(i, attention_mask=m, params=p))
+  max_length = model.config.text.context_length
+  img_fn = jax.jit(lambda p, x: _features_image(model, p, x))
+  txt_fn = jax.jit(lambda p, i, m: model.module.apply({"params": p}, i, m, method=CLIP.encode_text))
   mesh = parallel.data_mesh()
   rep = parallel.replicate(params, mesh)
 
@@ -449,6 +444,10 @@ def encoders(model: Any, tokenizer: Any, params: Any | None = None, *, batch_siz
     return run(txt_fn, *_tokenize(tokenizer, list(texts), max_length))
 
   return encode_images, encode_texts
+
+
+def _features_image(model: ClipModel, params: Any, images: jax.Array) -> jax.Array:
+  return model.module.apply({"params": params}, _pixels(images), method=CLIP.encode_image)
 
 
 def evaluate(

@@ -1,11 +1,12 @@
-"""Small causal language models (transformers' FlaxGPT2LMHeadModel) driven from token *embeddings*.
+"""Small causal language models (the project's Flax GPT-2, ``conceptjax.models.gpt2``) driven from embeddings.
 
-TExplain feeds a frozen causal LM a prefix of translated embeddings instead of token ids, which the
-transformers Flax GPT-2 API does not expose. This module runs the same Flax module (same parameters, same
-layers) from embeddings, with or without a key/value cache, and provides the rest of a tiny LM's life cycle:
-a byte-level BPE tokenizer trained with ``tokenizers`` (saved as GPT2TokenizerFast: vocab.json + merges.txt),
-a small GPT2Config, next-token training on captions (optax, checkpointed), ``save_pretrained`` and loading
-from a local directory or a hub id.
+TExplain feeds a frozen causal LM a prefix of translated embeddings instead of token ids. This module runs
+the GPT-2 of :mod:`conceptjax.models.gpt2` from embeddings, with or without a key/value cache, and provides
+the rest of a tiny LM's life cycle: a byte-level BPE tokenizer trained with ``tokenizers`` (saved as
+transformers' GPT2TokenizerFast: vocab.json + merges.txt), a small config, next-token training on captions
+(optax, checkpointed), saving in the Hugging Face format (config.json + model.safetensors in PyTorch naming
++ tokenizer files, which transformers' PyTorch ``GPT2LMHeadModel.from_pretrained`` also reads) and loading
+from a local folder or a hub id.
 
 Typical use::
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,9 +34,19 @@ import optax
 
 from conceptjax.checkpoint import Checkpointer
 from conceptjax.errors import InputError, check
+from conceptjax.models import gpt2, hf
 
 ENDOFTEXT = "<|endoftext|>"
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapesworld_lm"
+TOKENIZER_FILES = (
+  "vocab.json",
+  "merges.txt",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+)
+# What a hub snapshot fetches: the config, safetensors weights (single or sharded) and the tokenizer.
+HUB_FILES = (hf.CONFIG, hf.SAFETENSORS, hf.SAFETENSORS_INDEX, "model-*.safetensors", *TOKENIZER_FILES)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -47,21 +57,21 @@ ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapesworld_lm"
 class CausalLM:
   """A causal LM: its Flax module (static), parameters (pass them explicitly to jitted code), tokenizer.
 
-  Equality and hashing go by the identity of ``module`` (the GPT2Config inside is unhashable), so a
-  ``CausalLM`` can be a static argument of ``jax.jit``, and ``dataclasses.replace(lm, params=...)`` reuses the
-  compiled code. Jitted code must take ``params`` as an argument, never read ``lm.params``.
+  Equality and hashing go by the identity of ``module``, so a ``CausalLM`` can be a static argument of
+  ``jax.jit``, and ``dataclasses.replace(lm, params=...)`` reuses the compiled code. Jitted code must take
+  ``params`` as an argument, never read ``lm.params``.
 
   Attributes:
-    module: the ``FlaxGPT2LMHeadModule`` (linen) that ``apply`` runs.
+    module: the ``gpt2.GPT2LMHead`` (linen) that ``apply`` runs.
     params: its parameters, ``{"transformer": {"wte": ..., "wpe": ..., "h": ..., "ln_f": ...}}``.
     tokenizer: a transformers fast tokenizer (GPT2TokenizerFast) or None for token-id-only models.
-    config: the ``GPT2Config``.
+    config: the ``gpt2.GPT2Config``.
   """
 
   module: Any
   params: Any
   tokenizer: Any
-  config: Any
+  config: gpt2.GPT2Config
 
   def __hash__(self) -> int:
     return hash(id(self.module))
@@ -90,13 +100,6 @@ class CausalLM:
     return int(self.config.n_positions)
 
 
-def _gpt2():
-  import transformers  # imported lazily: transformers is slow to import
-
-  transformers.logging.set_verbosity_error()
-  return transformers
-
-
 def small_config(
   vocab_size: int,
   *,
@@ -106,10 +109,9 @@ def small_config(
   n_head: int = 2,
   bos_token_id: int = 0,
   eos_token_id: int = 0,
-  dropout: float = 0.0,
-):
-  """A tiny ``GPT2Config`` (default about 0.1 M parameters plus 64 x vocab embeddings)."""
-  return _gpt2().GPT2Config(
+) -> gpt2.GPT2Config:
+  """A tiny GPT-2 config (default about 0.1 M parameters plus 64 x vocab embeddings)."""
+  return gpt2.GPT2Config(
     vocab_size=vocab_size,
     n_positions=n_positions,
     n_embd=n_embd,
@@ -117,46 +119,48 @@ def small_config(
     n_head=n_head,
     bos_token_id=bos_token_id,
     eos_token_id=eos_token_id,
-    resid_pdrop=dropout,
-    embd_pdrop=dropout,
-    attn_pdrop=dropout,
   )
 
 
-def from_config(config, key: jax.Array, tokenizer: Any = None) -> CausalLM:
-  """A randomly initialised ``CausalLM`` for ``config`` (explicit key)."""
-  module = _gpt2().FlaxGPT2LMHeadModel.module_class(config=config)
-  ids = jnp.zeros((1, 1), jnp.int32)
-  params = module.init(key, ids, jnp.ones_like(ids), jnp.zeros_like(ids), return_dict=False)["params"]
+def from_config(
+  config: gpt2.GPT2Config, key: jax.Array, tokenizer: Any = None, dtype: Any = jnp.float32
+) -> CausalLM:
+  """A randomly initialised ``CausalLM`` for ``config`` (explicit key; ``dtype`` is the compute dtype)."""
+  module = gpt2.GPT2LMHead(config, dtype)
+  embeds = jnp.zeros((1, 1, config.n_embd), jnp.float32)
+  params = module.init(key, embeds, jnp.zeros((1, 1), jnp.int32))["params"]
   return CausalLM(module, params, tokenizer, config)
 
 
-def load(path_or_id: str | os.PathLike) -> CausalLM:
-  """Loads a Flax GPT-2 LM and its tokenizer from a local ``save_pretrained`` folder or a hub id.
+def load(path_or_id: str | os.PathLike, dtype: Any = jnp.float32) -> CausalLM:
+  """Loads a Hugging Face GPT-2 (config.json + model.safetensors or pytorch_model.bin) and its tokenizer.
+
+  Args:
+    path_or_id: a local folder, or a hub id (fetched with huggingface_hub; ``HF_HUB_OFFLINE=1`` reads the
+      local cache only).
+    dtype: compute dtype of the module (parameters are float32).
+
+  Returns:
+    the ``CausalLM``; its tokenizer is None when the folder holds no tokenizer files.
 
   Raises:
-    InputError: one line when the folder is missing pieces or the hub cannot be reached.
+    InputError: one line when the folder is missing pieces, the weights do not fit the config, the
+      architecture is not GPT-2, or the hub cannot be reached.
   """
-  tf = _gpt2()
   where = str(path_or_id)
-  local = Path(where).is_dir()
-  if not local and (Path(where).exists() or where.startswith((".", "/"))):
-    raise InputError(f"language model folder not found: {where}")
-  try:
-    # _do_init=False: skip the eager random initialisation (many small compilations) and get the params apart.
-    model, params = tf.FlaxGPT2LMHeadModel.from_pretrained(where, _do_init=False)
-  except Exception as e:  # OSError (hub unreachable / missing files), ValueError, ...
-    hint = "" if local else " (hub unreachable or unknown id; offline runs need a local folder)"
-    raise InputError(f"cannot load language model {where!r}{hint}: {str(e).splitlines()[0]}") from e
-  try:
-    tokenizer = tf.GPT2TokenizerFast.from_pretrained(where)
-  except Exception as e:  # the hub-offline failure is an obscure TypeError
-    raise InputError(
-      f"cannot load the tokenizer of {where!r}: {type(e).__name__}: {str(e).splitlines()[0]}"
-    ) from e
-  if tokenizer is None or not hasattr(tokenizer, "encode"):
-    raise InputError(f"cannot load the tokenizer of {where!r}")
-  return CausalLM(model.module, jax.tree.map(jnp.asarray, params), tokenizer, model.config)
+  folder = hf.resolve(where, "language model", HUB_FILES)
+  config, params = gpt2.load_params(folder)
+  tokenizer = None
+  if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+    try:
+      tokenizer = _gpt2().GPT2TokenizerFast.from_pretrained(str(folder))
+    except Exception as e:
+      raise InputError(
+        f"cannot load the tokenizer of {where!r}: {type(e).__name__}: {hf.first_line(e)}"
+      ) from e
+    check(tokenizer is not None and hasattr(tokenizer, "encode"), f"cannot load the tokenizer of {where!r}")
+  module = gpt2.GPT2LMHead(config, dtype)
+  return CausalLM(module, jax.tree.map(jnp.asarray, params), tokenizer, config)
 
 
 def load_shipped() -> CausalLM:
@@ -166,18 +170,23 @@ def load_shipped() -> CausalLM:
 
 
 def save(lm: CausalLM, directory: str | os.PathLike, *, extra: dict | None = None) -> None:
-  """Writes ``lm`` with ``save_pretrained`` (config.json, flax_model.msgpack, tokenizer files)."""
-  tf = _gpt2()
+  """Writes ``lm`` as a Hugging Face folder: config.json, model.safetensors (PyTorch naming), the tokenizer's
+  files, and ``extra`` as training.json."""
   directory = Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  model = tf.FlaxGPT2LMHeadModel(lm.config, _do_init=False)
-  model.save_pretrained(directory, params=jax.device_get(lm.params))
+  gpt2.save_params(directory, lm.config, lm.params)
   if lm.tokenizer is not None:
     lm.tokenizer.save_pretrained(directory)
   if extra:
     from conceptjax import io
 
     io.write_json(directory / "training.json", extra)
+
+
+def _gpt2():
+  import transformers  # imported lazily: transformers is slow to import
+
+  transformers.logging.set_verbosity_error()
+  return transformers
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -205,13 +214,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 512, min_frequency: 
   )
   with tempfile.TemporaryDirectory() as tmp:
     bpe.save_model(tmp)
-    tok = _gpt2().GPT2TokenizerFast(
-      vocab_file=os.path.join(tmp, "vocab.json"),
-      merges_file=os.path.join(tmp, "merges.txt"),
-      bos_token=ENDOFTEXT,
-      eos_token=ENDOFTEXT,
-      unk_token=ENDOFTEXT,
-      pad_token=ENDOFTEXT,
+    # from_pretrained on the two files: the same call in transformers 4 and 5 (their constructors differ).
+    tok = _gpt2().GPT2TokenizerFast.from_pretrained(
+      tmp, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT, pad_token=ENDOFTEXT
     )
   return tok
 
@@ -252,19 +257,12 @@ def embed(params: Any, ids: jax.Array) -> jax.Array:
   return jnp.take(params["transformer"]["wte"]["embedding"], ids, axis=0)
 
 
-def _from_embeds(module, embeds, positions, attention_mask, init_cache):
-  """Bound-module body: the GPT-2 forward pass with ``wte(ids)`` replaced by ``embeds`` (eval mode)."""
-  tr = module.transformer
-  hidden = embeds + tr.wpe(positions)
-  hidden = tr.h(hidden, attention_mask, deterministic=True, init_cache=init_cache, return_dict=False)[0]
-  hidden = tr.ln_f(hidden)
-  if module.config.tie_word_embeddings:
-    return hidden @ tr.variables["params"]["wte"]["embedding"].T.astype(hidden.dtype)
-  return module.lm_head(hidden)
-
-
 def logits_from_embeds(
-  module, params: Any, embeds: jax.Array, positions: jax.Array | None = None
+  module,
+  params: Any,
+  embeds: jax.Array,
+  positions: jax.Array | None = None,
+  attention_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Next-token logits of a causal LM fed input embeddings (no cache).
 
@@ -273,40 +271,28 @@ def logits_from_embeds(
     params: its parameters.
     embeds: [B, T, E] input embeddings (token embeddings or any prefix).
     positions: [B, T] position ids (default 0..T-1).
+    attention_mask: [B, T], 0 on padding keys (default none).
 
   Returns:
     [B, T, V] logits; row t predicts token t+1.
   """
   b, t, _ = embeds.shape
   positions = jnp.broadcast_to(jnp.arange(t), (b, t)) if positions is None else positions
-  mask = jnp.ones((b, t), jnp.int32)
-  return module.apply({"params": params}, embeds, positions, mask, False, method=_from_embeds)
+  return module.apply({"params": params}, embeds, positions, attention_mask)[0]
 
 
-def init_cache(module, batch: int, max_len: int, dtype=jnp.float32) -> Any:
-  """An empty key/value cache for ``batch`` rows of up to ``max_len`` positions (the structure transformers
-  uses: ``{"transformer": {"h": {i: {"attn": {cached_key, cached_value, cache_index}}}}}``)."""
-  cfg = module.config
-  head_dim = cfg.n_embd // cfg.n_head
-  kv = lambda: jnp.zeros((batch, max_len, cfg.n_head, head_dim), dtype)
-  layer = lambda: {
-    "attn": {"cached_key": kv(), "cached_value": kv(), "cache_index": jnp.zeros((), jnp.int32)}
-  }
-  return {"transformer": {"h": {str(i): layer() for i in range(cfg.n_layer)}}}
+def init_cache(module, batch: int, max_len: int, dtype=jnp.float32) -> gpt2.KVCache:
+  """An empty key/value cache for ``batch`` rows of up to ``max_len`` positions (``gpt2.KVCache``)."""
+  return gpt2.init_cache(module.config, batch, max_len, dtype)
 
 
-def step_with_cache(module, params: Any, cache: Any, embeds: jax.Array, positions: jax.Array):
+def step_with_cache(module, params: Any, cache: gpt2.KVCache, embeds: jax.Array, positions: jax.Array):
   """Runs ``embeds`` [B, q, E] at ``positions`` [B, q] through the LM, appending to ``cache``.
 
   Returns:
     (logits [B, q, V], updated cache). Attention covers every cached position and the new ones causally.
   """
-  max_len = cache["transformer"]["h"]["0"]["attn"]["cached_key"].shape[1]
-  mask = jnp.ones((embeds.shape[0], max_len), jnp.int32)
-  logits, mutated = module.apply(
-    {"params": params, "cache": cache}, embeds, positions, mask, False, method=_from_embeds, mutable=["cache"]
-  )
-  return logits, mutated["cache"]
+  return module.apply({"params": params}, embeds, positions, None, cache)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -568,5 +554,5 @@ def describe(lm: CausalLM) -> dict:
     "vocab_size": lm.vocab_size,
     "n_embd": lm.embed_dim,
     "n_layer": int(lm.config.n_layer),
-    "config": json.loads(lm.config.to_json_string())["model_type"],
+    "config": "gpt2",
   }

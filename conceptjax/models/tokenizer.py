@@ -31,17 +31,37 @@ from typing import Any
 from conceptjax import io
 from conceptjax.errors import InputError, check
 
-__all__ = ["BOS", "EOS", "load", "save_clip_tokenizer", "train_bpe", "train_clip_tokenizer"]
+__all__ = [
+  "BOS",
+  "EOS",
+  "byte_symbols",
+  "byte_to_symbol",
+  "load",
+  "save",
+  "save_clip_tokenizer",
+  "train_bpe",
+  "train_clip_tokenizer",
+]
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 _WORD_RE = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
-def _byte_symbols() -> list[str]:
-  from transformers.models.clip.tokenization_clip import bytes_to_unicode
+def byte_to_symbol() -> dict[int, str]:
+  """The printable stand-in of each byte in byte-level BPE vocabularies (GPT-2's and CLIP's), in vocab order.
 
-  return list(bytes_to_unicode().values())
+  Printable Latin-1 bytes (``!``..``~``, ``\xa1``..``\xac``, ``\xae``..``\xff``) stand for themselves and come
+  first; then every other byte, in increasing order, takes the next code point from 256 on.
+  """
+  printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+  others = [b for b in range(256) if b not in printable]
+  return {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(others)}
+
+
+def byte_symbols() -> list[str]:
+  """The 256 byte symbols in vocabulary order (the first 256 entries of a CLIP vocabulary)."""
+  return list(byte_to_symbol().values())
 
 
 def train_bpe(
@@ -60,7 +80,7 @@ def train_bpe(
   from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
   check(vocab_size >= 514, f"vocab_size must be >= 514 (bytes, bytes</w>, 2 specials), got {vocab_size}")
-  symbols = _byte_symbols()
+  symbols = byte_symbols()
   tok = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token=EOS))
   tok.normalizer = normalizers.Sequence(
     [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
@@ -115,10 +135,20 @@ def save_clip_tokenizer(
   slow = transformers.CLIPTokenizer(
     str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=max_length
   )
-  slow.save_pretrained(directory)  # tokenizer_config.json, special_tokens_map.json
+  slow.save_pretrained(directory)  # tokenizer_config.json (+ tokenizer.json on transformers 5)
   fast = transformers.CLIPTokenizerFast.from_pretrained(directory)
-  fast.save_pretrained(directory)  # adds tokenizer.json (the fast tokenizer's own file)
-  return fast
+  return save(fast, directory)
+
+
+def save(tokenizer: Any, directory: str | os.PathLike) -> Any:
+  """Writes a CLIP tokenizer's files into ``directory``: its ``save_pretrained`` output plus ``vocab.json``
+  and ``merges.txt`` (transformers 5 writes only ``tokenizer.json``; the two files keep the folder readable
+  by every CLIPTokenizer version and by open_clip-style loaders). Returns ``tokenizer``."""
+  directory = Path(directory)
+  tokenizer.save_pretrained(str(directory))
+  if not ((directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()):
+    tokenizer.backend_tokenizer.model.save(str(directory))  # the BPE model: vocab.json + merges.txt
+  return tokenizer
 
 
 def train_clip_tokenizer(

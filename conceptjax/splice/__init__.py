@@ -21,6 +21,7 @@ from conceptjax.splice._dictionary import (
   embedding_mean,
   load_dictionary,
   load_mean,
+  read_mean,
   save_dictionary,
   save_mean,
 )
@@ -77,6 +78,7 @@ __all__ = [
   "intervene",
   "load_dictionary",
   "load_mean",
+  "read_mean",
   "permuted_labels",
   "read_captions",
   "read_vocabulary",

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from conceptjax import io
-from conceptjax.errors import check
+from conceptjax import io, provenance
+from conceptjax.errors import InputError, check
 
+RESUMABLE = "finished chunks are kept: re-run the same command to resume"
 CONCEPTS_FILE = "concepts.txt"
 MEAN_FILE = "image_mean.npz"
 LISTING_FILE = "top_concepts.tsv"
@@ -27,12 +29,58 @@ def _model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
   p.add_argument(
     "--model",
     required=required,
-    help="CLIP: a save_pretrained directory or a hub id (e.g. openai/clip-vit-base-patch32)",
+    help="CLIP: a transformers or open_clip directory, or a hub id (e.g. openai/clip-vit-base-patch32)",
   )
 
 
 def _progress_arg(p: argparse.ArgumentParser) -> None:
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _redo_arg(p: argparse.ArgumentParser) -> None:
+  p.add_argument(
+    "--redo-chunk",
+    type=int,
+    action="append",
+    default=[],
+    metavar="N",
+    help="write finished chunk N of OUT again (a damaged chunk file; repeatable)",
+  )
+
+
+def _mismatch_arg(p: argparse.ArgumentParser) -> None:
+  p.add_argument(
+    "--allow-mismatch",
+    action="store_true",
+    help="use inputs that record another model, vocabulary or embedding store than the ones given "
+    "(warns instead of refusing)",
+  )
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+  """A progress line on stderr (unless --no-progress) for the steps before a progress bar starts."""
+  if not getattr(args, "no_progress", True):
+    print(f"conceptjax {args.command}: {message}", file=sys.stderr, flush=True)
+
+
+def _check_at_least(args: argparse.Namespace, minimum: float, *names: str) -> None:
+  """InputError unless every given option ``--name`` (None: not given) is >= ``minimum`` (checked before
+  any work starts)."""
+  for name in names:
+    value = getattr(args, name.replace("-", "_"), None)
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+      if v is not None and v < minimum:
+        raise InputError(f"--{name} must be >= {minimum:g}, got {v:g}")
+
+
+def _check_solver_args(args: argparse.Namespace) -> None:
+  import math
+
+  check(math.isfinite(args.l1_penalty), f"--l1-penalty must be finite, got {args.l1_penalty}")
+  _check_at_least(args, 0, "l1-penalty")
+  _check_at_least(args, 1, "target-l0", "max-active", "solver-batch")
+  check(args.tol > 0, f"--tol must be > 0, got {args.tol:g}")
 
 
 def _vocab_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -84,8 +132,9 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
   p.add_argument(
     "--chunk-rows", type=int, default=4096, help="rows per chunk file (unit of resumption) [4096]"
   )
+  _redo_arg(p)
   _progress_arg(p)
-  p.set_defaults(handler=_embed)
+  p.set_defaults(handler=_embed, interrupted=RESUMABLE)
 
 
 class _Head:
@@ -105,7 +154,7 @@ def _embed_images(model: Any, source: Any, meta: dict[str, Any], out: Any, args:
   """Embeds ``source`` into the store ``out`` (resumable), recording the model and row count in its meta."""
   from conceptjax.data import images
 
-  meta = dict(meta, model=model.name, rows=len(source))
+  meta = dict(meta, model=model.name, model_fingerprint=provenance.model_fingerprint(model), rows=len(source))
   return images.embed_to_store(
     lambda x: model.encode_images(x, args.batch_size),
     source,
@@ -114,6 +163,7 @@ def _embed_images(model: Any, source: Any, meta: dict[str, Any], out: Any, args:
     batch_size=args.batch_size,
     meta=meta,
     progress=not args.no_progress,
+    redo=getattr(args, "redo_chunk", ()),
     **kw,
   )
 
@@ -131,16 +181,20 @@ def _embed(args: argparse.Namespace) -> int:
   from conceptjax.data import images
   from conceptjax.models import clip
 
-  model = clip.load(args.model)
-  if args.folder:
-    source, meta = _folder_source(model, args.folder)
-  else:
-    source = images.tfds_source(args.tfds, args.split, args.data_dir)
-    meta = {"source": f"tfds:{args.tfds}:{args.split}"}
-  if args.limit > 0:
-    source = _Head(source, args.limit)
-  label_key = "label" if args.folder else args.label_key
-  store = _embed_images(model, source, meta, args.out, args, image_key=args.image_key, label_key=label_key)
+  _check_at_least(args, 0, "limit", "redo-chunk")
+  _check_at_least(args, 1, "batch-size", "chunk-rows")
+  check(not args.folder or Path(args.folder).is_dir(), f"image folder not found: {args.folder}")
+  with io.output_lock(args.out):
+    model = clip.load(args.model)
+    if args.folder:
+      source, meta = _folder_source(model, args.folder)
+    else:
+      source = images.tfds_source(args.tfds, args.split, args.data_dir)
+      meta = {"source": f"tfds:{args.tfds}:{args.split}"}
+    if args.limit > 0:
+      source = _Head(source, args.limit)
+    label_key = "label" if args.folder else args.label_key
+    store = _embed_images(model, source, meta, args.out, args, image_key=args.image_key, label_key=label_key)
   print(f"embedded {store.num_rows} images (width {model.dim}) into {args.out}")
   return 0
 
@@ -170,8 +224,10 @@ def register_decompose(sub: argparse._SubParsersAction) -> None:
   p.add_argument("--top", type=int, default=5, help=f"concepts per image in {LISTING_FILE} [5]")
   p.add_argument("--batch-size", type=int, default=256, help="images per device call with --images [256]")
   p.add_argument("--chunk-rows", type=int, default=4096, help="rows per chunk with --images [4096]")
+  _redo_arg(p)
+  _mismatch_arg(p)
   _progress_arg(p)
-  p.set_defaults(handler=_decompose)
+  p.set_defaults(handler=_decompose, interrupted=RESUMABLE)
 
 
 def _dictionary_and_mean(args: argparse.Namespace, model: Any, input_store: str) -> tuple[Any, np.ndarray]:
@@ -180,11 +236,22 @@ def _dictionary_and_mean(args: argparse.Namespace, model: Any, input_store: str)
   concepts = splice.read_vocabulary(args.vocab, args.vocabulary_size)
   dictionary = splice.cached_dictionary(model, concepts, args.cache_dir)
   if getattr(args, "image_mean", None):
-    mean = splice.load_mean(args.image_mean, dim=model.dim)
-  else:
-    mean = splice.cached_store_mean(
-      getattr(args, "reference", None) or input_store, model.name, args.cache_dir
+    mean, meta = splice.read_mean(args.image_mean, dim=model.dim)
+    provenance.check_same(
+      "model",
+      meta.get("model_fingerprint"),
+      provenance.model_fingerprint(model),
+      f"the image mean {args.image_mean} and its embeddings",
+      f"--model {args.model}",
+      args.allow_mismatch,
     )
+  else:
+    reference = getattr(args, "reference", None)
+    if reference:  # (the input store is checked by the caller)
+      from conceptjax.data.store import Store
+
+      _check_made_by(model, Store.read_only(reference), args)
+    mean = splice.cached_store_mean(reference or input_store, model.name, args.cache_dir)
     check(mean.shape[0] == model.dim, f"reference embeddings have width {mean.shape[0]}, model {model.dim}")
   return dictionary, mean
 
@@ -229,20 +296,61 @@ def _decompose_rows(args: argparse.Namespace, dictionary: Any, mean: np.ndarray,
   return {"indices": idx, "values": val, **{k: np.concatenate(v) for k, v in out.items()}}
 
 
+def _check_made_by(model: Any, inp: Any, args: argparse.Namespace) -> None:
+  """The embedding store ``inp`` must record the model given (``--allow-mismatch``: a warning)."""
+  if "model" in inp.meta and "model_fingerprint" not in inp.meta:  # written by an older `embed`
+    warnings.warn(
+      f"embeddings in {inp.directory} record no model fingerprint (written by an older conceptjax): "
+      f"cannot check that --model {args.model} made them",
+      stacklevel=2,
+    )
+  provenance.check_same(
+    "model",
+    inp.meta.get("model_fingerprint"),
+    provenance.model_fingerprint(model),
+    f"embeddings in {inp.directory}",
+    f"--model {args.model}",
+    args.allow_mismatch,
+  )
+
+
 def _decompose(args: argparse.Namespace) -> int:
   from conceptjax.data import store
-  from conceptjax.models import clip
-  from conceptjax.splice import _dictionary
 
+  _check_solver_args(args)
+  _check_at_least(args, 0, "top", "redo-chunk")
+  _check_at_least(args, 1, "batch-size", "chunk-rows")
+  check(Path(args.vocab).is_file(), f"vocabulary file not found: {args.vocab}")
+  for flag in ("embeddings", "reference"):
+    if getattr(args, flag):
+      store.Store.read_only(getattr(args, flag))  # a missing or damaged store: refused before any work
+  check(not args.images or Path(args.images).is_dir(), f"image folder not found: {args.images}")
+  check(not args.image_mean or Path(args.image_mean).is_file(), f"mean file not found: {args.image_mean}")
+  with io.output_lock(args.out):
+    return _decompose_locked(args)
+
+
+def _decompose_locked(args: argparse.Namespace) -> int:
+  from conceptjax.data import store
+  from conceptjax.models import clip
+
+  _note(args, f"loading {args.model}")
   model = clip.load(args.model)
+  model_fp = provenance.model_fingerprint(model)
   out = Path(args.out)
   if args.images:
     source, meta = _folder_source(model, args.images)
-    _embed_images(model, source, meta, out / "embeddings", args)
+    with io.output_lock(out / "embeddings"):
+      embed_args = argparse.Namespace(**{**vars(args), "redo_chunk": []})  # --redo-chunk names a codes chunk
+      _embed_images(model, source, meta, out / "embeddings", embed_args)
     input_dir = out / "embeddings"
   else:
     input_dir = Path(args.embeddings)
   inp = store.Store.read_only(input_dir)
+  _check_made_by(model, inp, args)
+  for n in args.redo_chunk:  # the codes have the input's chunks
+    count = len(inp.manifest["chunks"])
+    check(n < count, f"--redo-chunk {n}: the input {input_dir} has {count} chunks (0-{count - 1})")
   check(
     inp.complete, f"embedding store {input_dir} is unfinished ({inp.next_row}/{inp.num_rows}): rerun embed"
   )
@@ -251,12 +359,17 @@ def _decompose(args: argparse.Namespace) -> int:
   check(
     d == model.dim, f"embeddings in {input_dir} have width {d} but model {args.model} embeds into {model.dim}"
   )
+  from conceptjax import splice
+
+  _note(args, "concept dictionary and image mean (from the cache, or embedded now: the first call compiles)")
   dictionary, mean = _dictionary_and_mean(args, model, str(input_dir))
   meta = {
     "model": model.name,
+    "model_fingerprint": model_fp,
     "input": str(input_dir.resolve()),
-    "concepts": _dictionary.fingerprint(*dictionary.concepts),
-    "image_mean": _dictionary.fingerprint(mean.tobytes()),
+    "input_fingerprint": inp.fingerprint(),
+    "concepts": provenance.concepts_fingerprint(dictionary.concepts),
+    "image_mean": provenance.fingerprint(mean.tobytes()),
     "l1_penalty": args.l1_penalty,
     "target_l0": args.target_l0,
     "solver": args.solver,
@@ -267,19 +380,19 @@ def _decompose(args: argparse.Namespace) -> int:
   # Open (and so validate) the store before writing anything: a folder of another job is refused untouched.
   codes = store.Store.open(out, num_rows=inp.num_rows, chunk_rows=inp.chunk_rows, meta=meta)
   io.write_text(out / CONCEPTS_FILE, "".join(f"{c}\n" for c in dictionary.concepts))
-  _dictionary.save_mean(out / MEAN_FILE, mean, model=model.name)
-  starts = {int(c["start"]): c["file"] for c in inp.manifest["chunks"]}
+  splice.save_mean(out / MEAN_FILE, mean, model=model.name, model_fingerprint=model_fp)
+  starts = {int(c["start"]): n for n, c in enumerate(inp.manifest["chunks"])}
 
   def produce(start: int, stop: int) -> dict[str, np.ndarray]:
     check(start in starts, f"input store {input_dir} has no chunk starting at row {start}")
-    data = io.load_npz(input_dir / starts[start])
+    data = inp.load_chunk(starts[start])
     rows = _decompose_rows(args, dictionary, mean, data["embeddings"], f"{input_dir} rows {start}-{stop}")
     check(rows["indices"].shape[0] == stop - start, f"input chunk at {start} has the wrong number of rows")
     if "labels" in data:
       rows["labels"] = data["labels"]
     return rows
 
-  store.fill(codes, produce, progress=not args.no_progress, desc="decompose")
+  store.fill(codes, produce, progress=not args.no_progress, desc="decompose", redo=args.redo_chunk)
   write_listing(codes, dictionary.concepts, out / LISTING_FILE, args.top)
   l0, cos = codes.read("l0"), codes.read("cosine")
   summary = {
@@ -341,6 +454,7 @@ def register_zeroshot(sub: argparse._SubParsersAction) -> None:
   _vocab_args(p, required=False)
   p.add_argument("--image-mean", help="image mean .npz [default: the mean of --embeddings]")
   _solver_args(p)
+  _mismatch_arg(p)
   p.add_argument("--out", help="write the metrics JSON here too")
   p.set_defaults(handler=_zeroshot)
 
@@ -350,28 +464,56 @@ def _zeroshot(args: argparse.Namespace) -> int:
   from conceptjax.data import store
   from conceptjax.models import clip
 
-  model = clip.load(args.model)
+  _check_solver_args(args)
+  check(args.codes or args.vocab, "give --codes (from decompose) or --vocab to decompose here")
   inp = store.Store.read_only(args.embeddings)
-  check(inp.complete, f"embedding store {args.embeddings} is unfinished")
-  names = _class_names(args, inp.meta.get("class_names"))
+  check(inp.complete, f"embedding store {args.embeddings} is unfinished ({inp.next_row}/{inp.num_rows} rows)")
+  check("labels" in inp.fields, f"embedding store {args.embeddings} holds no labels")
+  names = _class_names(args, inp.meta.get("class_names") or None)
   check(names is not None, "give --classes or --classes-file (the store records no class names)")
+  codes = store.Store.read_only(args.codes) if args.codes else None
+  model = clip.load(args.model)
+  _check_made_by(model, inp, args)
   emb = splice.check_embeddings(inp.read("embeddings"), model.dim, str(args.embeddings))
   labels = inp.read("labels")
+  unlabelled = int((labels < 0).sum())
   check(
-    labels.min() >= 0 and labels.max() < len(names), f"labels outside [0, {len(names)}): give all classes"
+    unlabelled == 0,
+    f"embedding store {args.embeddings} has {unlabelled} unlabelled rows (label -1, e.g. images outside "
+    "class sub-folders): zero-shot accuracy needs a label for every row",
+  )
+  check(
+    labels.max(initial=0) < len(names),
+    f"labels go up to {labels.max()} but {len(names)} class names were given: give all classes",
   )
   text = model.encode_texts(splice.class_prompts(names, args.template))
-  if args.codes:
-    codes = store.Store.read_only(args.codes)
+  if codes is not None:
     check(
-      codes.num_rows == inp.num_rows and codes.complete, f"codes {args.codes} do not cover the embeddings"
+      codes.num_rows == inp.num_rows and codes.complete,
+      f"codes {args.codes} ({codes.next_row}/{codes.num_rows} rows) do not cover the {inp.num_rows} "
+      "embeddings",
     )
-    concepts = _read_lines(Path(args.codes) / CONCEPTS_FILE)
+    provenance.check_same(
+      "embedding store",
+      codes.meta.get("input_fingerprint"),
+      inp.fingerprint(),
+      f"codes in {args.codes}",
+      f"--embeddings {args.embeddings}",
+      args.allow_mismatch,
+    )
+    provenance.check_same(
+      "model",
+      codes.meta.get("model_fingerprint"),
+      provenance.model_fingerprint(model),
+      f"codes in {args.codes}",
+      f"--model {args.model}",
+      args.allow_mismatch,
+    )
+    concepts = _codes_concepts(codes, args.allow_mismatch)
     dictionary = splice.cached_dictionary(model, concepts, args.cache_dir)
     mean = splice.load_mean(Path(args.codes) / MEAN_FILE, model.dim)
     indices, values = codes.read_sparse()
   else:
-    check(args.vocab is not None, "give --codes (from decompose) or --vocab to decompose here")
     dictionary, mean = _dictionary_and_mean(args, model, args.embeddings)
     rows = _decompose_rows(args, dictionary, mean, emb, str(args.embeddings))
     indices, values = rows["indices"], rows["values"]
@@ -400,7 +542,28 @@ def _zeroshot(args: argparse.Namespace) -> int:
 
 def _read_lines(path: Path) -> list[str]:
   check(path.is_file(), f"file not found: {path}")
-  return [s for s in path.read_text(encoding="utf-8").splitlines() if s]
+  try:
+    text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is dropped
+  except UnicodeDecodeError as e:
+    raise InputError(f"{path} is not UTF-8 (byte {e.start})") from None
+  return [s for s in text.splitlines() if s]
+
+
+def _codes_concepts(codes: Any, allow_mismatch: bool) -> list[str]:
+  """The concept list beside decomposed codes, checked against the vocabulary the codes record."""
+  path = codes.directory / CONCEPTS_FILE
+  concepts = _read_lines(path)
+  recorded = codes.meta.get("concepts")
+  if recorded is not None and len(recorded) == 64:  # older codes recorded a shorter key: not comparable
+    provenance.check_same(
+      "vocabulary",
+      recorded,
+      provenance.concepts_fingerprint(concepts),
+      f"codes in {codes.directory}",
+      str(path),
+      allow_mismatch,
+    )
+  return concepts
 
 
 # -- concepts ------------------------------------------------------------------------------------------------
@@ -418,6 +581,7 @@ def register_concepts(sub: argparse._SubParsersAction) -> None:
   p.add_argument("--permutations", type=int, default=1000, help="label permutations for the p-values [1000]")
   p.add_argument("--seed", type=int, default=0, help="PRNG seed of the permutations [0]")
   p.add_argument("--out", help="write the statistics JSON here too")
+  _mismatch_arg(p)
   p.set_defaults(handler=_concepts)
 
 
@@ -427,13 +591,20 @@ def _concepts(args: argparse.Namespace) -> int:
   from conceptjax import splice
   from conceptjax.data import store
 
+  _check_at_least(args, 0, "top")
+  _check_at_least(args, 1, "permutations")
   codes = store.Store.read_only(args.codes)
   check(codes.complete, f"codes {args.codes} are unfinished: rerun decompose")
   check("labels" in codes.fields, f"codes {args.codes} hold no labels")
-  concepts = _read_lines(Path(args.codes) / CONCEPTS_FILE)
+  concepts = _codes_concepts(codes, args.allow_mismatch)
   indices, values = codes.read_sparse()
   labels = codes.read("labels")
-  check(labels.min() >= 0, "some rows have no label (-1): concept statistics need labelled rows")
+  unlabelled = int((labels < 0).sum())
+  check(
+    unlabelled == 0,
+    f"codes {args.codes} have {unlabelled} unlabelled rows (label -1, e.g. images outside class "
+    "sub-folders): concept statistics per class need a label for every row",
+  )
   k = int(labels.max()) + 1
   names = _class_names(args, codes.meta.get("class_names")) or [f"class {i}" for i in range(k)]
   check(len(names) >= k, f"{len(names)} class names for labels up to {k - 1}")
@@ -492,6 +663,8 @@ def register_vocab(sub: argparse._SubParsersAction) -> None:
 def _vocab(args: argparse.Namespace) -> int:
   from conceptjax import splice
 
+  _check_at_least(args, 1, "min-count")
+  _check_at_least(args, 0, "max-size")
   stop = _read_lines(Path(args.stopwords)) if args.stopwords else []
   words = splice.build_vocabulary(
     splice.read_captions(args.captions),
@@ -500,7 +673,17 @@ def _vocab(args: argparse.Namespace) -> int:
     lowercase=not args.keep_case,
     stopwords=stop,
   )
-  check(len(words) > 0, f"no words found in {args.captions}")
+  if not words:  # say which filter left nothing
+    counts = splice.count_words(splice.read_captions(args.captions), not args.keep_case)
+    kept = {w: n for w, n in counts.items() if w not in set(stop)}
+    check(counts, f"no words found in {', '.join(args.captions)}")
+    check(kept, f"every word of {', '.join(args.captions)} is in the stopwords file {args.stopwords}")
+    top = max(kept.values())
+    check(
+      False,
+      f"no word occurs --min-count {args.min_count} times (the most frequent occurs {top} times): "
+      "lower --min-count",
+    )
   splice.write_vocabulary(args.out, words)
   print(f"wrote {len(words)} concepts to {args.out} (most frequent last: {', '.join(words[-5:][::-1])})")
   return 0

@@ -4,9 +4,11 @@ Dictionary (docs/splice.md): embed each concept as-is with the CLIP text encoder
 subtract the mean concept (mean over the kept concepts), L2-normalise again -> ``C`` [c, d]. The image side
 is centred with ``mu_img``, the mean of unit-normalised image embeddings of a reference set (not unit norm).
 
-Both are cached on disk: a dictionary is keyed by the model name and the exact concept list (so a different
-``vocabulary_size`` or an edited vocabulary file gives a new entry); an image mean by the model name and a
-fingerprint of the reference set. Every cache file is written atomically (``conceptjax.io``).
+Both are cached on disk under content fingerprints (``conceptjax.provenance``): a dictionary under the
+model's parameters and the exact concept list (so a retrained model, a different ``vocabulary_size`` or an
+edited vocabulary file gives a new entry), an image mean under the reference store's rows. Each cache file
+also records the fingerprints it was made from and is checked against them when read; a cache file that is
+unreadable is rebuilt (with a one-line warning). Every cache file is written atomically (``conceptjax.io``).
 
 References:
   Bhalla et al., "Interpreting CLIP with Sparse Linear Concept Embeddings (SpLiCE)", NeurIPS 2024, Sec. 3-4.
@@ -14,8 +16,8 @@ References:
 
 from __future__ import annotations
 
-import hashlib
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,7 +25,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from conceptjax import io
+from conceptjax import io, provenance
 from conceptjax.errors import InputError, check, check_finite, check_rows
 from conceptjax.sparse.synthetic import center_normalize, normalize_rows
 
@@ -62,13 +64,7 @@ def default_cache_dir() -> Path:
   return Path(os.environ.get("CONCEPTJAX_CACHE") or Path.home() / ".cache" / "conceptjax")
 
 
-def fingerprint(*parts: str | bytes) -> str:
-  """A 16-hex-digit key from text parts (sha256)."""
-  h = hashlib.sha256()
-  for p in parts:
-    h.update(p.encode("utf-8") if isinstance(p, str) else p)
-    h.update(b"\0")
-  return h.hexdigest()[:16]
+fingerprint = provenance.fingerprint  # short cache keys (kept here for existing callers)
 
 
 def dictionary_from_embeddings(
@@ -94,14 +90,17 @@ def build_dictionary(model: Any, concepts: Sequence[str], batch_size: int = 256)
   return dictionary_from_embeddings(model.encode_texts(list(concepts), batch_size), concepts, model.name)
 
 
-def save_dictionary(path: str | os.PathLike, dictionary: ConceptDictionary) -> None:
-  """Writes a dictionary to one .npz (atomically)."""
+def save_dictionary(
+  path: str | os.PathLike, dictionary: ConceptDictionary, model_fingerprint: str = ""
+) -> None:
+  """Writes a dictionary to one .npz (atomically), with the fingerprint of the model that embedded it."""
   io.save_npz(
     path,
     concepts=np.asarray(dictionary.concepts, dtype=str),
     matrix=dictionary.matrix,
     text_mean=dictionary.text_mean,
     model_name=np.asarray(dictionary.model_name),
+    model_fingerprint=np.asarray(model_fingerprint),
   )
 
 
@@ -109,13 +108,13 @@ def load_dictionary(path: str | os.PathLike, dim: int | None = None) -> ConceptD
   """Reads a dictionary written by ``save_dictionary``; ``dim`` checks the width against a model's."""
   path = Path(path)
   check(path.is_file(), f"dictionary file not found: {path}")
+  f = io.load_npz(path)
   try:
-    f = io.load_npz(path)
     d = ConceptDictionary(
       tuple(str(c) for c in f["concepts"]), f["matrix"], f["text_mean"], str(f["model_name"])
     )
-  except (OSError, ValueError, KeyError) as e:
-    raise InputError(f"dictionary file {path} is unreadable ({type(e).__name__}: {e})") from None
+  except KeyError as e:
+    raise InputError(f"dictionary file {path} lacks the array {e}") from None
   check(
     d.matrix.ndim == 2 and d.matrix.shape[0] == len(d.concepts),
     f"dictionary file {path}: matrix {d.matrix.shape} does not match {len(d.concepts)} concepts",
@@ -134,26 +133,25 @@ def cached_dictionary(
 ) -> ConceptDictionary:
   """The dictionary of ``concepts`` under ``model``, from the cache or built and cached.
 
-  The cache key is the model (its name and, for a local directory, the size and modification time of its
-  weight and config files, so a model retrained into the same directory gets a new entry) and the exact
-  concept list; a cached file whose width differs from the model's is an InputError naming the file.
+  The cache key is the content of the model's parameters and the exact concept list (never names, paths or
+  file times). A cached file that is unreadable, or whose recorded model or concepts differ from the key's
+  (a file copied in by hand), is rebuilt with a one-line warning naming it.
   """
   cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
-  path = Path(cache_dir) / f"dictionary-{fingerprint(*_model_key(model), *concepts)}.npz"
+  model_fp = provenance.model_fingerprint(model)
+  path = Path(cache_dir) / f"dictionary-{fingerprint(model_fp, *concepts)}.npz"
   if path.is_file():
-    return load_dictionary(path, dim=model.dim)
+    try:
+      d = load_dictionary(path, dim=model.dim)
+      recorded = str(io.load_npz(path).get("model_fingerprint", model_fp))
+      check(recorded == model_fp, f"cached dictionary {path} was built by model {provenance.short(recorded)}")
+      check(list(d.concepts) == list(concepts), f"cached dictionary {path} holds other concepts")
+      return d
+    except InputError as e:
+      warnings.warn(f"{e}; rebuilding it", stacklevel=2)
   dictionary = build_dictionary(model, concepts)
-  save_dictionary(path, dictionary)
+  save_dictionary(path, dictionary, model_fp)
   return dictionary
-
-
-def _model_key(model: Any) -> tuple[str, ...]:
-  """The model's name, plus its files' sizes and modification times when the name is a local directory."""
-  path = Path(model.name)
-  if not path.is_dir():
-    return (model.name,)
-  files = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".msgpack", ".json"))
-  return (model.name, *(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files))
 
 
 def check_embeddings(x: Any, dim: int, what: str = "embeddings") -> np.ndarray:
@@ -195,17 +193,21 @@ def save_mean(path: str | os.PathLike, mean: np.ndarray, **meta: Any) -> None:
 
 def load_mean(path: str | os.PathLike, dim: int | None = None) -> np.ndarray:
   """Reads a mean written by ``save_mean``; ``dim`` checks its width."""
+  return read_mean(path, dim)[0]
+
+
+def read_mean(path: str | os.PathLike, dim: int | None = None) -> tuple[np.ndarray, dict[str, str]]:
+  """(mean [d], the string metadata saved with it) from a file written by ``save_mean``."""
   path = Path(path)
   check(path.is_file(), f"mean file not found: {path}")
-  try:
-    mean = io.load_npz(path)["mean"]
-  except (OSError, ValueError, KeyError) as e:
-    raise InputError(f"mean file {path} is unreadable ({type(e).__name__}: {e})") from None
+  data = io.load_npz(path)
+  check("mean" in data, f"mean file {path} holds no 'mean' array (has {sorted(data)})")
+  mean = data.pop("mean")
   check(mean.ndim == 1, f"mean file {path} holds shape {mean.shape}; expected [d]")
   if dim is not None:
     check(mean.shape[0] == dim, f"mean file {path} has width {mean.shape[0]} but the model embeds into {dim}")
   check_finite(mean[None], f"mean file {path}")
-  return mean
+  return mean, {k: str(v) for k, v in data.items()}
 
 
 def cached_store_mean(
@@ -213,22 +215,28 @@ def cached_store_mean(
 ) -> np.ndarray:
   """The image mean of every embedding in a store (``conceptjax.data.store``), cached.
 
-  The key is the model name and the store's manifest (its chunk list), so a changed store gives a new mean.
+  The key is the content fingerprint of the store's rows (``Store.fingerprint``), so re-embedding changed
+  images under the same file names gives a new mean; an unreadable cache file is rebuilt with a warning.
   """
   from conceptjax.data.store import Store
 
   store = Store.read_only(store_dir)
   check(store.complete, f"reference store {store_dir} is unfinished ({store.next_row}/{store.num_rows} rows)")
   cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
-  key = fingerprint(model_name, io.to_jsonable(store.manifest).__repr__())
-  path = cache_dir / f"image-mean-{key}.npz"
+  store_fp = store.fingerprint()
+  path = cache_dir / f"image-mean-{fingerprint(store_fp)}.npz"
   if path.is_file():
-    return load_mean(path)
+    try:
+      mean, meta = read_mean(path)
+      check(meta.get("store", store_fp) == store_fp, f"cached image mean {path} is of another store")
+      return mean
+    except InputError as e:
+      warnings.warn(f"{e}; rebuilding it", stacklevel=2)
   acc = MeanAccumulator()
   for start, arrays in store.iter_chunks(["embeddings"]):
     acc.add(
       check_embeddings(arrays["embeddings"], arrays["embeddings"].shape[1], f"{store_dir} rows {start}+")
     )
   mean = acc.mean()
-  save_mean(path, mean, model=model_name, reference=str(Path(store_dir).resolve()))
+  save_mean(path, mean, model=model_name, reference=str(Path(store_dir).resolve()), store=store_fp)
   return mean

@@ -10,6 +10,7 @@ References:
 
 from __future__ import annotations
 
+import codecs
 import collections
 import os
 import re
@@ -27,9 +28,10 @@ _WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 def read_vocabulary(path: str | os.PathLike, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE) -> list[str]:
   """Reads a vocabulary file (ascending frequency) and keeps its last ``vocabulary_size`` concepts.
 
-  Lines are stripped of surrounding whitespace; blank lines are skipped. A concept that appears again is
-  dropped (its first kept occurrence stays, so the order is unchanged) with a warning naming how many and
-  the first few, since a duplicate concept makes the dictionary degenerate.
+  Lines are stripped of surrounding whitespace; blank lines and a leading UTF-8 byte-order mark are
+  skipped. A concept that appears again is dropped (its first kept occurrence stays, so the order is
+  unchanged) with a warning naming how many and the first few, since a duplicate concept makes the
+  dictionary degenerate.
 
   Args:
     path: UTF-8 text file, one concept per line, least frequent first.
@@ -44,6 +46,7 @@ def read_vocabulary(path: str | os.PathLike, vocabulary_size: int = DEFAULT_VOCA
   path = Path(path)
   check(path.is_file(), f"vocabulary file not found: {path}")
   raw = path.read_bytes()
+  raw = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is not part of the first concept
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -118,7 +121,7 @@ def read_captions(paths: Iterable[str | os.PathLike]) -> Iterable[str]:
     p = Path(p)
     check(p.is_file(), f"caption file not found: {p}")
     try:
-      with open(p, encoding="utf-8") as f:
+      with open(p, encoding="utf-8-sig") as f:  # -sig: a leading byte-order mark is dropped
         yield from f
     except UnicodeDecodeError as e:
       raise InputError(f"caption file {p} is not UTF-8 (byte {e.start} of a read block)") from None

@@ -3,7 +3,7 @@
 Stage 1 of the shipped CLIP (``shapesworld_clip.py``) learns colour and background but not shape (zero-shot
 shape 0.25, chance 0.17; a linear probe on its image embeddings also reaches only 0.27). This experiment
 removes the contrastive objective and the text tower from the question: it trains the same vision tower
-(``FlaxCLIPVisionModel``, 8-pixel patches, width 64, 4 layers; the CLS token's pooled output feeds a linear
+(``clip_model.VisionTower``, 8-pixel patches, width 64, 4 layers; the CLS token's pooled output feeds a linear
 layer) from scratch with softmax cross-entropy on the main object's shape, and reports held-out shape accuracy
 along the way. Its result (below) led to the shape fine-tuning stages (``shapesworld_clip_shape.py``).
 

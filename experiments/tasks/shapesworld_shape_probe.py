@@ -14,6 +14,7 @@ from conceptjax import parallel
 from conceptjax.data import shapesworld as sw
 from conceptjax.errors import check
 from conceptjax.models import clip_train as ct
+from conceptjax.models.clip_model import VisionConfig, VisionTower
 
 WORLDS = {
   "full": sw.WorldConfig(),
@@ -32,35 +33,35 @@ def _worlds(name: str) -> list[sw.WorldConfig]:
   return [WORLDS[p] for p in parts]
 
 
-def _tower(config):
-  import transformers
-
-  transformers.logging.set_verbosity_error()
-  vision = transformers.CLIPVisionConfig(
-    hidden_size=config.hidden,
-    intermediate_size=4 * config.hidden,
-    num_hidden_layers=config.layers,
-    num_attention_heads=config.heads,
+def _tower(config) -> tuple[VisionTower, dict]:
+  """The CLIP vision tower of the config's size at 64 px, and its random parameters."""
+  cfg = VisionConfig(
     image_size=64,
     patch_size=config.patch_size,
+    width=config.hidden,
+    layers=config.layers,
+    heads=config.heads,
+    mlp_dim=4 * config.hidden,
   )
-  return transformers.FlaxCLIPVisionModel(vision, seed=config.seed)
+  tower = VisionTower(cfg)
+  params = tower.init(jax.random.key(config.seed), jnp.zeros((1, 64, 64, 3)))["params"]
+  return tower, params
 
 
 def run(config, workdir) -> dict:
   worlds = _worlds(config.world)
   world = worlds[-1]  # held-out images: single objects of the last (hardest) world
-  tower = _tower(config)
+  tower, tower_params = _tower(config)
   num_classes = len(sw.ATTRIBUTES["shape"])
   params = {
-    "tower": tower.params,
+    "tower": tower_params,
     "head": {"w": jnp.zeros((config.hidden, num_classes)), "b": jnp.zeros(num_classes)},
   }
   schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps, config.steps)
   opt = optax.adamw(schedule, weight_decay=0.05)
 
   def logits(p, images):
-    pooled = tower(ct._pixels(images), params=p["tower"]).pooler_output
+    pooled = tower.apply({"params": p["tower"]}, ct._pixels(images))[1]
     return pooled @ p["head"]["w"] + p["head"]["b"]
 
   @jax.jit

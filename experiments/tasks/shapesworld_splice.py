@@ -255,6 +255,38 @@ def _zeroshot_truth(samples: sw.Samples) -> dict[str, np.ndarray]:
   return {attr: samples.main(attr) for attr in ("shape", "color", "background")}
 
 
+def validate(config) -> Path:
+  """Checks the config's values before any work (one InputError line each); returns the CLIP folder."""
+  import math
+
+  lam = config.l1_penalty
+  check(math.isfinite(lam) and lam >= 0, f"l1_penalty must be a finite number >= 0, got {lam}")
+  check(all(p >= 0 for p in config.l1_sweep), f"l1_sweep holds a negative penalty: {tuple(config.l1_sweep)}")
+  check(0 <= config.correlation <= 1, f"correlation is a probability in [0, 1], got {config.correlation}")
+  for key in ("num_reference", "num_test", "num_grid", "num_corr_train", "num_corr_test", "chunk"):
+    check(config[key] >= 1, f"{key} must be >= 1, got {config[key]}")
+  check(config.permutations >= 1, f"permutations must be >= 1, got {config.permutations}")
+  check(config.num_distractors >= 0, f"num_distractors must be >= 0, got {config.num_distractors}")
+  check(
+    not config.distractors or Path(config.distractors).is_file(),
+    f"distractor file not found: {config.distractors}",
+  )
+  clip_dir = Path(config.clip) if config.clip else SHIPPED_CLIP
+  check(
+    clip_dir.is_dir(),
+    f"ShapesWorld CLIP not found at {clip_dir}: pass a save_pretrained CLIP folder (clip=DIR in the config "
+    "argument, --clip DIR with `conceptjax main`)",
+  )
+  return clip_dir
+
+
+def _stage(t0: float, message: str) -> None:
+  """One progress line on stderr: seconds since the start and what runs now."""
+  import sys
+
+  print(f"[{time.perf_counter() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def run(config, workdir) -> dict:
   from sklearn.linear_model import LogisticRegression
 
@@ -262,8 +294,8 @@ def run(config, workdir) -> dict:
 
   t0 = time.perf_counter()
   workdir = Path(workdir)
-  clip_dir = Path(config.clip) if config.clip else SHIPPED_CLIP
-  check(clip_dir.is_dir(), f"ShapesWorld CLIP not found at {clip_dir}: pass clip=DIR")
+  clip_dir = validate(config)
+  _stage(t0, f"loading the CLIP in {clip_dir}")
   model = clip.load(clip_dir)
   concepts, meaning = vocabulary(config)
   c = len(concepts)
@@ -273,6 +305,7 @@ def run(config, workdir) -> dict:
   solver_mesh = parallel.data_mesh(jax.devices()[: config.solver_devices]) if config.solver_devices else None
   # Concepts and zero-shot prompts in one call (one compile of the text encoder).
   prompt_texts = [p for a in ATTRS for p in sw.zeroshot_prompts(a)]
+  _stage(t0, f"embedding {len(concepts)} concepts and the zero-shot prompts (first call compiles)")
   texts = model.encode_texts(concepts + prompt_texts, batch_size=64)
   dictionary = splice.dictionary_from_embeddings(texts[:c], concepts, model.name)
   prompts, start = {}, c
@@ -283,6 +316,7 @@ def run(config, workdir) -> dict:
 
   # Image mean from a reference set of the default world.
   world = sw.WorldConfig(image_size=config.image_size)
+  _stage(t0, f"image mean of {config.num_reference} reference images")
   reference = sw.generate(world, config.num_reference, seed=seed, split="train")
   mean = splice.embedding_mean(encode_images(model, reference.images, chunk))
 
@@ -297,7 +331,9 @@ def run(config, workdir) -> dict:
   sweep = sorted(set(config.l1_sweep) | {lam})
   rows = []
   main = None
-  for pen in sweep:
+  for i, pen in enumerate(sweep):
+    first = " (the first compiles the solver)" if i == 0 else ""
+    _stage(t0, f"decomposing {len(emb)} test images at l1_penalty {pen:g} ({i + 1}/{len(sweep)}){first}")
     codes = decompose(dictionary, mean, emb, pen, chunk, solver_mesh)
     z_hat = recompose(dictionary, mean, codes)
     rec = concept_recovery(codes.indices, codes.values, meaning, truths, k=3)
@@ -320,6 +356,7 @@ def run(config, workdir) -> dict:
   grid_codes = decompose(dictionary, mean, encode_images(model, grid.images, chunk), lam, chunk, solver_mesh)
 
   # Correlated split and a group-balanced test split.
+  _stage(t0, f"correlated split (correlation {config.correlation:g}): embedding, decomposing, probes")
   corr_world = sw.waterbirds_like(p=config.correlation, image_size=config.image_size, max_objects=1)
   bal_world = sw.waterbirds_like(p=0.5, image_size=config.image_size, max_objects=1)
   corr = sw.generate(corr_world, config.num_corr_train, seed=seed, split="train")
@@ -384,6 +421,7 @@ def run(config, workdir) -> dict:
     "num_distractors": sum(m is None for m in meaning),
   }
   report_dir = Path(config.report_dir) if config.report_dir else workdir / "report"
+  _stage(t0, f"writing the report into {report_dir}")
   metrics["seconds"] = round(time.perf_counter() - t0, 2)
   write_report(
     report_dir,

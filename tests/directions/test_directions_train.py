@@ -140,7 +140,7 @@ def test_dead_unit_does_not_break_the_raw_space_conversion():
   np.testing.assert_allclose(
     np.asarray(dr.activations(raw, jnp.asarray(x))),
     np.asarray(dr.activations(det, std(jnp.asarray(x)))),
-    atol=1e-4,
+    atol=5e-4,  # float32 rounding of the two paths differs by ~1e-4 on some CPUs; a dominating unit is O(1)
   )
 
 

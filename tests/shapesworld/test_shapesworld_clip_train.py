@@ -28,6 +28,13 @@ def _flat(params):
   return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
 
 
+def _saved(directory):
+  """The parameters of an exported CLIP, read back through the project's loader."""
+  from conceptjax.models import clip
+
+  return _flat(jax.device_get(clip.load(directory, mesh=parallel.data_mesh(jax.devices()[:1])).params))
+
+
 def test_runlocal_experiment(runlocal):
   config, workdir, metrics = runlocal
   for key in ("zeroshot_shape", "zeroshot_color", "zeroshot_background", "retrieval_r1_i2t"):
@@ -41,11 +48,9 @@ def test_runlocal_experiment(runlocal):
 
 
 def test_resume_equals_uninterrupted(runlocal, tmp_path):
-  import transformers
-
   config, workdir, _ = runlocal
   tc, mc = task.settings(config)
-  full = _flat(transformers.FlaxCLIPModel.from_pretrained(workdir / "model").params)
+  full = _saved(workdir / "model")
   shutil.copytree(workdir / "tokenizer", tmp_path / "b" / "tokenizer")
   _, _, partial = ct.train(tc, mc, tmp_path / "b", stop_at=2)
   assert int(partial.step) == 2
@@ -59,8 +64,6 @@ def test_stage_two_starts_from_the_stage_one_model(runlocal, tmp_path):
   """``init_from``: stage 2 begins at stage 1's weights and tokenizer (learning rate 0: unchanged)."""
   import dataclasses
 
-  import transformers
-
   from conceptjax.errors import InputError
   from experiments.configs import shapesworld_clip_shape as stage2
 
@@ -73,7 +76,7 @@ def test_stage_two_starts_from_the_stage_one_model(runlocal, tmp_path):
     workdir / "model" / "vocab.json"
   ).read_text()
   assert int(state.step) == s2.steps
-  start = _flat(transformers.FlaxCLIPModel.from_pretrained(workdir / "model").params)
+  start = _saved(workdir / "model")
   for k, v in _flat(state.params).items():
     np.testing.assert_array_equal(v, start[k], err_msg=k)
   bigger = dataclasses.replace(mc, projection_dim=mc.projection_dim + 1)
@@ -83,11 +86,9 @@ def test_stage_two_starts_from_the_stage_one_model(runlocal, tmp_path):
 
 @pytest.mark.slow
 def test_sharded_equals_single_device(runlocal, tmp_path):
-  import transformers
-
   config, workdir, _ = runlocal
   tc, mc = task.settings(config)
-  full = _flat(transformers.FlaxCLIPModel.from_pretrained(workdir / "model").params)
+  full = _saved(workdir / "model")
   # The same run on one device (the batch is not split) gives the same parameters up to float error.
   shutil.copytree(workdir / "tokenizer", tmp_path / "c" / "tokenizer")
   one = parallel.data_mesh(jax.devices()[:1])
@@ -133,12 +134,14 @@ def test_clip_loss_matches_numpy_and_step_does_not_recompile(runlocal):
 
 def test_export_loads_through_project_loader(runlocal):
   """The exported directory loads with conceptjax.models.clip.load and embeds exactly as training does."""
-  clip = pytest.importorskip("conceptjax.models.clip")
-  import transformers
+  from conceptjax.models import clip
+  from conceptjax.models import tokenizer as tok_lib
 
-  _, workdir, _ = runlocal
+  config, workdir, _ = runlocal
+  tc, mc = task.settings(config)
   bundle = clip.load(workdir / "model")
-  model = transformers.FlaxCLIPModel.from_pretrained(workdir / "model")
+  model = ct.make_model(mc, tok_lib.load(workdir / "tokenizer"))
+  model.params = jax.device_get(bundle.params)
   enc_img, enc_txt = ct.encoders(model, bundle.tokenizer)
   s = sw.generate(sw.WorldConfig(), 12, seed=5, split="validation")
   np.testing.assert_allclose(bundle.encode_images(s.images), enc_img(s.images), rtol=1e-4, atol=1e-5)

@@ -21,9 +21,7 @@ def trained(tmp_path_factory):
 
 def _bpe_reference(word: str, ranks: dict) -> list[str]:
   """Textbook BPE on one word (lowest-rank pair first), as in CLIP's reference implementation."""
-  from transformers.models.clip.tokenization_clip import bytes_to_unicode
-
-  b2u = bytes_to_unicode()
+  b2u = tok_lib.byte_to_symbol()
   symbols = [b2u[b] for b in word.encode("utf-8")]
   symbols[-1] += "</w>"
   while len(symbols) > 1:
@@ -35,6 +33,23 @@ def _bpe_reference(word: str, ranks: dict) -> list[str]:
       break
     symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
   return symbols
+
+
+def test_byte_symbols_match_the_tokenizers_byte_level_map():
+  """Oracle: the ``tokenizers`` package's ByteLevel pre-tokenizer maps each UTF-8 byte to the same symbol."""
+  from tokenizers import pre_tokenizers
+
+  level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  seen = {}
+  for cp in [*range(1, 0x800, 1), *range(0x800, 0x10000, 61), *range(0x10000, 0x110000, 4099)]:
+    if 0xD800 <= cp < 0xE000:
+      continue  # surrogates are not encodable
+    text = chr(cp)
+    ((mapped, _),) = level.pre_tokenize_str(text)
+    seen.update(zip(text.encode("utf-8"), mapped, strict=True))
+  ours = tok_lib.byte_to_symbol()
+  assert len(seen) >= 240 and all(ours[b] == c for b, c in seen.items())
+  assert len(set(ours.values())) == 256 and tok_lib.byte_symbols()[:3] == ["!", '"', "#"]
 
 
 def test_files_are_clip_format(trained):

@@ -1,5 +1,7 @@
 """Concept dictionary and means: numpy re-derivation, on-disk cache, width mismatch, bad embeddings."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -31,7 +33,7 @@ def test_cached_dictionary_built_once_per_model_and_vocabulary(tiny_clip, tmp_pa
   calls = []
 
   class Counting:
-    name, dim = tiny_clip.name, tiny_clip.dim
+    name, dim, params = tiny_clip.name, tiny_clip.dim, tiny_clip.params
 
     def encode_texts(self, texts, batch_size=256):
       calls.append(len(texts))
@@ -50,40 +52,57 @@ def test_cached_dictionary_built_once_per_model_and_vocabulary(tiny_clip, tmp_pa
   assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp files
 
 
-def test_model_retrained_into_the_same_directory_gets_a_new_cache_entry(tiny_clip, tmp_path):
-  model_dir = tmp_path / "model"
-  model_dir.mkdir()
-  (model_dir / "model.safetensors").write_bytes(b"old weights")
-
-  class Local:
-    name, dim = str(model_dir), tiny_clip.dim
+def _fake_model(tiny_clip, name, weight):
+  class Fake:
+    dim = tiny_clip.dim
+    params = {"w": np.full(3, weight, np.float32)}
 
     def encode_texts(self, texts, batch_size=256):
       return tiny_clip.encode_texts(texts, batch_size)
 
-  splice.cached_dictionary(Local(), ["dog", "cat"], tmp_path / "cache")
-  splice.cached_dictionary(Local(), ["dog", "cat"], tmp_path / "cache")
-  assert len(list((tmp_path / "cache").glob("dictionary-*.npz"))) == 1
-  (model_dir / "model.safetensors").write_bytes(b"retrained weights")  # e.g. `cp` of a new checkpoint
-  splice.cached_dictionary(Local(), ["dog", "cat"], tmp_path / "cache")
-  assert len(list((tmp_path / "cache").glob("dictionary-*.npz"))) == 2
+  Fake.name = name
+  return Fake()
 
 
-def test_width_mismatch_between_model_and_cached_dictionary(tiny_clip, tmp_path):
-  splice.cached_dictionary(tiny_clip, ["dog", "cat"], tmp_path)
+def test_cache_key_is_the_model_content_not_its_name(tiny_clip, tmp_path):
+  cache = tmp_path / "cache"
+  splice.cached_dictionary(_fake_model(tiny_clip, "dir", 1.0), ["dog", "cat"], cache)
+  splice.cached_dictionary(_fake_model(tiny_clip, "copy/b", 1.0), ["dog", "cat"], cache)  # same content
+  assert len(list(cache.glob("dictionary-*.npz"))) == 1
+  splice.cached_dictionary(_fake_model(tiny_clip, "dir", 2.0), ["dog", "cat"], cache)  # retrained in place
+  assert len(list(cache.glob("dictionary-*.npz"))) == 2
 
-  class Overwritten:  # the model directory now holds another model, of width 8
-    name, dim = tiny_clip.name, 8
 
-    def encode_texts(self, texts, batch_size=256):
-      raise AssertionError("the cache entry exists: nothing is encoded")
-
-  with pytest.raises(InputError, match="width 16 but the model embeds into width 8") as e:
-    splice.cached_dictionary(Overwritten(), ["dog", "cat"], tmp_path)
-  assert "dictionary-" in str(e.value) and "\n" not in str(e.value)
-  d = splice.load_dictionary(next(tmp_path.glob("dictionary-*.npz")))
+def test_damaged_or_foreign_cache_file_is_rebuilt_with_a_warning(tiny_clip, tmp_path):
+  good = splice.cached_dictionary(tiny_clip, ["dog", "cat"], tmp_path)
+  (path,) = tmp_path.glob("dictionary-*.npz")
+  data = path.read_bytes()
+  for damaged in (data[: len(data) // 2], b""):  # truncated, zero bytes
+    path.write_bytes(damaged)
+    with pytest.warns(UserWarning, match=f"{path.name} is (truncated or corrupt|empty).*rebuilding it"):
+      d = splice.cached_dictionary(tiny_clip, ["dog", "cat"], tmp_path)
+    np.testing.assert_array_equal(d.matrix, good.matrix)
+  # a file of another width under this key (copied by hand): rebuilt, never used
+  splice.save_dictionary(path, splice.dictionary_from_embeddings(np.eye(8)[:2] + 0.1, ["dog", "cat"]))
+  with pytest.warns(UserWarning, match="width 8 but the model embeds into width 16"):
+    d = splice.cached_dictionary(tiny_clip, ["dog", "cat"], tmp_path)
+  np.testing.assert_array_equal(d.matrix, good.matrix)
   with pytest.raises(InputError, match="width 8 but the dictionary has width 16"):
     splice.decompose(d, np.ones(16), np.ones((2, 8)))
+
+
+def test_image_mean_cache_follows_the_rows_not_the_manifest(tmp_path):
+  from conceptjax.data import store
+
+  rng = np.random.default_rng(2)
+  a, b = rng.normal(size=(10, 4)) + 2.0, rng.normal(size=(10, 4)) - 2.0
+  for emb in (a, b):  # the folder made again: same path, chunk names and row count, other images
+    shutil.rmtree(tmp_path / "s", ignore_errors=True)
+    st = store.Store.open(tmp_path / "s", num_rows=10, chunk_rows=5)
+    store.fill(st, lambda s, e, x=emb: {"embeddings": x[s:e].astype(np.float32)}, progress=False)
+    m = splice.cached_store_mean(tmp_path / "s", "model", tmp_path / "cache")
+    np.testing.assert_allclose(m, splice.embedding_mean(emb), atol=1e-6)
+  assert len(list((tmp_path / "cache").glob("image-mean-*.npz"))) == 2
 
 
 def test_image_mean_and_store_cache(tmp_path):
