@@ -95,8 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   args = parser.parse_args(argv)
   return run_handler(
-    f"conceptjax {args.command}", lambda: args.handler(args), getattr(args, "interrupted", NOT_RESUMABLE)
+    f"conceptjax {args.command}", lambda: _run(args), getattr(args, "interrupted", NOT_RESUMABLE)
   )
+
+
+def _run(args: argparse.Namespace) -> int:
+  """Joins the multi-process runtime first when the command takes its options and they ask for it: the
+  processes of a batch command then work independently, each on its own rows (docs/scaling.md)."""
+  if hasattr(args, "init_timeout"):
+    from conceptjax import parallel
+
+    if parallel.initialize_from_args(args):
+      parallel.work_independently()
+  return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -75,12 +75,18 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def output_lock(directory: str | os.PathLike) -> Iterator[Path]:
+def output_lock(directory: str | os.PathLike, process: int = 0) -> Iterator[Path]:
   """Holds ``directory`` (created if needed) for one writer: an advisory ``flock`` on a lock file in it.
 
   The lock file records the holder's PID. A second writer fails at once with one line naming that PID. The
   kernel releases a ``flock`` when its process dies, so a lock file left by a killed run is simply taken
   over. On taking the folder, temporary files left by a killed writer are removed.
+
+  A multi-process job (``conceptjax.parallel``) writes one folder from every process: each holds the lock
+  of its process index (``process``; process 0 the plain lock file, process ``I`` ``<lock file>.p<I>``), so
+  two processes of one job share the folder and a second job is refused by any of them. Only process 0
+  removes temporary files, on taking its lock: every process takes its lock before the job's first
+  barrier and writes after it (``conceptjax.data.store.fill``).
 
   Raises:
     InputError: another process holds the folder.
@@ -88,7 +94,8 @@ def output_lock(directory: str | os.PathLike) -> Iterator[Path]:
   """
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)  # OSError (a file there, read-only...): the CLI's one line
-  fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+  lock_file = directory / (LOCK_FILE if process == 0 else f"{LOCK_FILE}.p{process}")
+  fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -96,14 +103,15 @@ def output_lock(directory: str | os.PathLike) -> Iterator[Path]:
       holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
       raise InputError(
         f"output folder {directory} is being written by another process (PID {holder}, lock file "
-        f"{directory / LOCK_FILE}); wait for it to finish or stop it"
+        f"{lock_file}); wait for it to finish or stop it"
       ) from None
     try:
       os.ftruncate(fd, 0)
       os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     except OSError as e:  # a full disk: name the file
-      raise OSError(e.errno, e.strerror, str(directory / LOCK_FILE)) from None
-    remove_stale_temps(directory)
+      raise OSError(e.errno, e.strerror, str(lock_file)) from None
+    if process == 0:
+      remove_stale_temps(directory)
     yield directory
   finally:
     os.close(fd)  # releases the flock

@@ -3,8 +3,9 @@
 ``python -m conceptjax.launch -n 2 [--devices-per-process K] -- conceptjax decompose ...``
 
 Each process gets the environment ``conceptjax.parallel.initialize`` reads (``JAX_COORDINATOR_ADDRESS`` with
-a free port on 127.0.0.1, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``); the command joins the runtime by calling
-``parallel.initialize()`` (or ``parallel.initialize_from_args``) before anything else touches JAX.
+a free port on 127.0.0.1, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``). ``conceptjax embed``/``decompose``/
+``zeroshot``, ``experiments/run.py`` and ``benchmarks/multihost_decompose.py`` join the runtime from it; a
+script of one's own calls ``parallel.initialize()`` before anything else touches JAX.
 ``--devices-per-process K`` gives each process K fake CPU devices (``XLA_FLAGS``), ``--gpus-per-process K``
 gives process ``i`` the accelerators ``i*K .. i*K+K-1`` (``JAX_LOCAL_DEVICE_IDS``, read by JAX). Every output
 line is prefixed with ``[pI]``. When one process fails the others are stopped, and the launcher exits with the
@@ -32,6 +33,24 @@ from collections.abc import Sequence
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
+def add_distributed_args(parser: argparse.ArgumentParser) -> None:
+  """Adds the multi-process options every batch entry point shares (read by ``initialize_from_args``)."""
+  g = parser.add_argument_group("multi-process (one process per host; docs/scaling.md)")
+  g.add_argument(
+    "--coordinator", metavar="HOST:PORT", default=None, help="process 0's address and a free port on it"
+  )
+  g.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the job")
+  g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0..N-1")
+  g.add_argument(
+    "--distributed",
+    action="store_true",
+    help="join with JAX's cluster detection (SLURM, Open MPI, Cloud TPU pod slice)",
+  )
+  g.add_argument(
+    "--init-timeout", type=float, default=300.0, metavar="SECONDS", help="wait this long for every process"
+  )
+
+
 _GRACE_S = 5.0  # how long a stopped process may take to exit after SIGTERM before it gets SIGKILL
 
 

@@ -19,7 +19,9 @@ touches JAX. ``data_mesh()`` then spans every process's devices, and the batch h
 its own), ``shard_batch`` builds the global array with ``jax.make_array_from_process_local_data``, and
 ``map_batched`` hands each process back the outputs of the rows it passed. With one process nothing changes.
 A mesh over ``local_mesh()`` runs a process's work on its own devices with no collective across processes
-(for jobs whose processes work on disjoint rows independently, such as the host-driven sparse solvers).
+(for jobs whose processes work on disjoint rows independently, such as the host-driven sparse solvers);
+``work_independently()`` makes it the default mesh, and ``barrier(name)`` is the one meeting point such jobs
+need (``conceptjax.data.store.fill``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from conceptjax.errors import InputError
-from conceptjax.launch import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
+from conceptjax.launch import (  # noqa: F401 (add_distributed_args: re-exported, the options are read here)
+  ENV_COORDINATOR,
+  ENV_NUM_PROCESSES,
+  ENV_PROCESS_ID,
+  add_distributed_args,
+)
 
 DATA_AXIS = "data"
 
@@ -149,24 +156,6 @@ def _env_int(name: str) -> int | None:
     raise InputError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def add_distributed_args(parser: argparse.ArgumentParser) -> None:
-  """Adds the multi-process options every batch entry point shares (read by ``initialize_from_args``)."""
-  g = parser.add_argument_group("multi-process (one process per host; docs/scaling.md)")
-  g.add_argument(
-    "--coordinator", metavar="HOST:PORT", default=None, help="process 0's address and a free port on it"
-  )
-  g.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the job")
-  g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0..N-1")
-  g.add_argument(
-    "--distributed",
-    action="store_true",
-    help="join with JAX's cluster detection (SLURM, Open MPI, Cloud TPU pod slice)",
-  )
-  g.add_argument(
-    "--init-timeout", type=float, default=300.0, metavar="SECONDS", help="wait this long for every process"
-  )
-
-
 def initialize_from_args(args: argparse.Namespace) -> bool:
   """Joins the runtime when the options of ``add_distributed_args`` or the launcher's environment ask for it.
 
@@ -202,13 +191,35 @@ def _cached_mesh(device_ids: tuple[int, ...]) -> Mesh:
   )
 
 
+_independent = False  # set by work_independently(): the default mesh is this process's devices
+
+
+def work_independently(enabled: bool = True) -> None:
+  """Makes ``data_mesh()``'s default this process's own devices (``local_mesh()``).
+
+  For batch jobs whose processes each take their own rows and never meet in a collective (``conceptjax
+  embed``/``decompose``/``zeroshot``): a process then calls the model and the solvers as often as its own
+  rows need, and no process waits for another one's device work.
+  """
+  global _independent
+  _independent = enabled
+
+
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices of all processes). Cached.
+  """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices of all processes, or this
+  process's after ``work_independently()``). Cached.
 
   Auto axis types are used so that jit's partitioner propagates shardings (JAX 0.10 defaults to Explicit).
   """
-  devices = jax.devices() if devices is None else list(devices)
+  if devices is None:
+    devices = jax.local_devices() if _independent else jax.devices()
   return _cached_mesh(tuple(d.id for d in devices))
+
+
+def barrier(name: str) -> None:
+  """Waits until every process has reached the barrier ``name`` (the same name on all); no-op alone."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def local_mesh() -> Mesh:
@@ -377,12 +388,14 @@ def map_batched(
   return _local_rows(out, mesh, n) if spans_processes(mesh) else unpad(out, n)
 
 
-def process_slice(num_rows: int) -> slice:
+def process_slice(num_rows: int, index: int | None = None, count: int | None = None) -> slice:
   """The rows ``[start, stop)`` this process owns when ``num_rows`` are split over all processes.
 
   Contiguous blocks in process order, sizes differing by at most one (``num_rows`` for one process).
+  ``index``/``count`` default to ``jax.process_index()``/``jax.process_count()``.
   """
-  p, count = jax.process_index(), jax.process_count()
+  p = jax.process_index() if index is None else index
+  count = jax.process_count() if count is None else count
   per, extra = divmod(num_rows, count)
   start = p * per + min(p, extra)
   return slice(start, start + per + (p < extra))

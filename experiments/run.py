@@ -6,6 +6,9 @@ colon, ``key=value`` pairs separated by commas (``seed=3,runlocal=True``), parse
 whose ``run(config, workdir) -> dict`` does the work. The runner writes the config and ``metrics.json`` into
 the workdir and prints the headline metrics as the last line of output, one JSON object. One run at a time
 writes a workdir (``conceptjax.io.output_lock``); failures end in one line (``conceptjax.cli.run_handler``).
+Several processes (``--distributed`` or ``--coordinator``/``--num-processes``/``--process-id``;
+docs/scaling.md): every process runs the task, the trainers split their global batch over all processes'
+devices and checkpoint together, and process 0 writes ``config.json`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from conceptjax import io
 from conceptjax.errors import InputError
+from conceptjax.launch import add_distributed_args
 
 
 def load_config(spec: str):
@@ -92,14 +96,19 @@ def run(config, workdir: str | Path, *, fresh: bool = False) -> dict:
   task = importlib.import_module(f"experiments.tasks.{config.task}")
   if hasattr(task, "validate"):  # a task's own checks of the config's values, before anything is written
     task.validate(config)
-  with io.output_lock(workdir):
-    io.write_text(workdir / "config.json", config.to_json(indent=2))
+  import jax
+
+  first = jax.process_index() == 0  # several processes (docs/scaling.md): process 0 writes the run's files
+  with io.output_lock(workdir, jax.process_index()):
+    if first:
+      io.write_text(workdir / "config.json", config.to_json(indent=2))
     print(f"running {config.task} into {workdir} (progress on stderr)", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     metrics = dict(task.run(config, workdir))
     metrics.setdefault("seconds", round(time.perf_counter() - t0, 2))
     metrics = io.to_jsonable(metrics)
-    io.write_json(workdir / "metrics.json", metrics)
+    if first:
+      io.write_json(workdir / "metrics.json", metrics)
   print(f"{config.task} done in {metrics['seconds']} s", file=sys.stderr, flush=True)
   return metrics
 
@@ -118,10 +127,14 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     "--workdir", default=None, help="output folder (default: workdirs/<config name>[-<arguments>])"
   )
+  add_distributed_args(parser)
   args = parser.parse_args(argv)
   from conceptjax.cli import run_handler
 
   def go() -> int:
+    from conceptjax import parallel
+
+    parallel.initialize_from_args(args)  # trainers then split their global batch over every process
     config = load_config(args.config)
     metrics = run(config, args.workdir or default_workdir(args.config))
     print(json.dumps(metrics), flush=True)

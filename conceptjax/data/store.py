@@ -16,6 +16,15 @@ re-run: ``fill`` writes deleted chunks again), and ``Store.fingerprint`` identif
 Sparse codes are stored per row as fixed-width ``indices`` [n, k] (int32, -1 = unused) and ``values``
 [n, k]; chunks may differ in ``k`` and ``read_sparse`` pads them to one width.
 
+Several writers (processes of one multi-process job, ``conceptjax.parallel``): chunk ``i`` always holds rows
+``[i * chunk_rows, (i + 1) * chunk_rows)`` and is named ``chunk-<i>.npz``, whoever writes it. ``fill`` splits
+the pending chunks over the processes; each process records the chunks it finished in a manifest of its
+own, ``manifest-p<I>.json`` (atomically, after each chunk), and never touches another's. Readers merge
+``manifest.json`` with every ``manifest-p*.json`` (a chunk is identified by its first row, so a chunk
+listed twice is one chunk, never doubled rows). When every process has finished, process 0 folds the
+process manifests into ``manifest.json`` (one atomic write) and removes them. A killed process's unfinished
+chunks are simply pending on the next run, whatever its process count: its finished ones are kept.
+
 Typical use::
 
   store = Store.open(out, num_rows=len(source), chunk_rows=4096, meta={"model": model.name})
@@ -36,8 +45,29 @@ from conceptjax import io, provenance
 from conceptjax.errors import InputError, check
 
 MANIFEST = "manifest.json"
+PART_GLOB = "manifest-p*.json"  # one per writing process (module docstring)
 VERSION = 1
 PAD_INDEX = -1
+
+
+def _part_name(process: int) -> str:
+  return f"manifest-p{process}.json"
+
+
+def _merge_parts(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+  """``manifest`` with the chunks (and fields) of every process manifest in ``directory`` added, the chunks
+  identified by their first row and sorted by it."""
+  chunks = {int(c["start"]): c for c in manifest["chunks"]}
+  fields = manifest.get("fields") or {}
+  for path in sorted(directory.glob(PART_GLOB)):
+    try:
+      part = io.read_json(path)
+    except (OSError, ValueError) as e:
+      raise InputError(f"store manifest {path} is unreadable ({e})") from None
+    fields = fields or part.get("fields") or {}
+    for c in part.get("chunks", []):
+      chunks.setdefault(int(c["start"]), c)
+  return dict(manifest, fields=fields, chunks=[chunks[k] for k in sorted(chunks)])
 
 
 class Store:
@@ -46,6 +76,7 @@ class Store:
   def __init__(self, directory: str | os.PathLike, manifest: dict[str, Any]):
     self.directory = Path(directory)
     self.manifest = manifest
+    self.writer: int | None = None  # set by ``fill`` on a multi-process job: chunks go to manifest-p<writer>
 
   # -- opening -------------------------------------------------------------------------------------------
   @classmethod
@@ -104,7 +135,25 @@ class Store:
     check(
       manifest.get("version") == VERSION, f"store {directory} has unknown version {manifest.get('version')}"
     )
-    return cls(directory, manifest)
+    return cls(directory, _merge_parts(directory, manifest))
+
+  def refresh(self) -> Store:
+    """Re-reads the manifests from disk (other processes' finished chunks included); returns ``self``."""
+    self.manifest = Store.read_only(self.directory).manifest
+    return self
+
+  def commit(self) -> None:
+    """Folds the process manifests into ``manifest.json`` (one atomic write) and removes them.
+
+    Only while no process writes this store (``fill`` calls it on process 0 after every process finished).
+    """
+    parts = sorted(self.directory.glob(PART_GLOB))
+    if not parts:
+      return
+    self.refresh()
+    io.write_json(self.directory / MANIFEST, self.manifest)
+    for path in parts:
+      path.unlink(missing_ok=True)
 
   # -- state ---------------------------------------------------------------------------------------------
   @property
@@ -126,27 +175,36 @@ class Store:
   @property
   def next_row(self) -> int:
     """First row not yet stored (rows before it are all in finished chunks)."""
-    chunks = self.manifest["chunks"]
-    return int(chunks[-1]["stop"]) if chunks else 0
+    return next((start for start, _ in self.pending()), self.num_rows)
+
+  @property
+  def stored_rows(self) -> int:
+    """Rows in finished chunks (with several writers, finished chunks may follow unfinished ones)."""
+    return sum(int(c["stop"]) - int(c["start"]) for c in self.manifest["chunks"])
 
   @property
   def complete(self) -> bool:
-    return self.next_row >= self.num_rows
+    return self.stored_rows >= self.num_rows
 
   def pending(self) -> Iterator[tuple[int, int]]:
     """(start, stop) of every chunk still to write, in order."""
-    for start in range(self.next_row, self.num_rows, self.chunk_rows):
-      yield start, min(start + self.chunk_rows, self.num_rows)
+    done = {int(c["start"]) for c in self.manifest["chunks"]}
+    for start in range(0, self.num_rows, self.chunk_rows):
+      if start not in done:
+        yield start, min(start + self.chunk_rows, self.num_rows)
 
   # -- writing -------------------------------------------------------------------------------------------
   def write_chunk(self, start: int, arrays: Mapping[str, Any]) -> None:
-    """Stores rows ``[start, start + n)`` of every field; ``start`` must be ``next_row``.
+    """Stores rows ``[start, start + n)`` of every field; ``start`` must begin a chunk not yet stored.
 
-    Every array's leading axis is n (all equal, n <= chunk_rows and within num_rows); fields and trailing
-    shapes/dtypes must match earlier chunks (except the width of ``indices``/``values``).
+    Every array's leading axis is the chunk's row count (``chunk_rows``, fewer for the last chunk); fields
+    and trailing shapes/dtypes must match earlier chunks (except the width of ``indices``/``values``). The
+    chunk is recorded in ``manifest.json``, or with ``writer`` set in this process's own manifest.
     """
+    pending = dict(self.pending())
     check(
-      start == self.next_row, f"store {self.directory}: chunk starts at {start}, expected {self.next_row}"
+      start in pending,
+      f"store {self.directory}: no pending chunk starts at row {start} (next: {self.next_row})",
     )
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     check(len(arrays) > 0, "a chunk needs at least one field")
@@ -155,9 +213,7 @@ class Store:
       len(sizes) == 1, f"chunk fields have different row counts: { {k: a.shape for k, a in arrays.items()} }"
     )
     n = sizes.pop()
-    check(
-      1 <= n <= self.chunk_rows and start + n <= self.num_rows, f"chunk of {n} rows at {start} out of range"
-    )
+    check(1 <= n and start + n == pending[start], f"chunk of {n} rows at {start} out of range")
     fields = {k: {"dtype": str(a.dtype), "shape": list(a.shape[1:])} for k, a in arrays.items()}
     known = self.manifest["fields"]
     if known:
@@ -169,13 +225,17 @@ class Store:
           k in ("indices", "values") or f["shape"] == known[k]["shape"]
         )
         check(same, f"field {k!r}: chunk has {f} but the store has {known[k]}")
-    name = f"chunk-{len(self.manifest['chunks']):06d}.npz"
+    name = f"chunk-{start // self.chunk_rows:06d}.npz"
     io.save_npz(self.directory / name, **arrays)
-    manifest = dict(self.manifest)
-    manifest["fields"] = known or fields
     entry = {"file": name, "start": start, "stop": start + n, "sha256": provenance.arrays_fingerprint(arrays)}
-    manifest["chunks"] = [*self.manifest["chunks"], entry]
-    io.write_json(self.directory / MANIFEST, manifest)
+    chunks = sorted([*self.manifest["chunks"], entry], key=lambda c: int(c["start"]))
+    manifest = dict(self.manifest, fields=known or fields, chunks=chunks)
+    if self.writer is None:
+      io.write_json(self.directory / MANIFEST, manifest)
+    else:
+      path = self.directory / _part_name(self.writer)
+      mine = io.read_json(path)["chunks"] if path.is_file() else []
+      io.write_json(path, {"fields": manifest["fields"], "chunks": [*mine, entry]})
     self.manifest = manifest
 
   def rewrite_chunk(self, number: int, arrays: Mapping[str, Any]) -> None:
@@ -284,32 +344,59 @@ def fill(
 ) -> Store:
   """Writes every pending chunk of ``store`` with ``produce(start, stop) -> {field: [stop - start, ...]}``.
 
-  Resumable: a store that already holds some chunks continues at ``store.next_row``. Finished chunks listed
+  Resumable: a store that already holds some chunks continues with the pending ones. Finished chunks listed
   in ``redo``, and those whose files were deleted, are written again first (``produce`` must be
   deterministic for the store to stay consistent). Shows a tqdm progress bar (on stderr) over rows unless
   ``progress`` is False; until the first chunk is done it says so (the first chunk pays the compilations).
+
+  In a multi-process job (``jax.process_count() > 1``) every process calls ``fill`` on the same store: the
+  pending chunks are split into contiguous blocks, one per process (``parallel.process_slice``), each
+  process writes its block into its own manifest, process 0 writes the ``redo`` chunks, and process 0 folds
+  the manifests into ``manifest.json`` once every process has finished (module docstring). ``produce`` is
+  called on a process for its own chunks only.
   """
+  import jax
   from tqdm.auto import tqdm
 
-  chunks = store.manifest["chunks"]
+  from conceptjax import parallel
+
+  index, count = jax.process_index(), jax.process_count()
   total = -(-store.num_rows // store.chunk_rows)
   for n in redo:
     check(0 <= n < total, f"--redo-chunk {n}: store {store.directory} has chunks 0-{total - 1}")
+  tag = f"store {store.directory.resolve()}"
+  if count > 1:
+    # every process sees the same finished chunks: nobody writes before the barrier below
+    store.refresh()
+    store.writer = index
+  elif index == 0:
+    store.commit()  # one process holds the folder: fold a killed multi-process run's manifests now
+  chunks = store.manifest["chunks"]
   redo = sorted(n for n in set(redo) | set(store.missing_chunks()) if n < len(chunks))  # the rest are pending
+  todo = list(store.pending())
+  mine = todo[parallel.process_slice(len(todo), index, count)]
+  parallel.barrier(f"{tag}: start")
   with tqdm(
-    total=store.num_rows,
-    initial=store.next_row,
+    total=sum(b - a for a, b in mine) + store.num_rows - sum(b - a for a, b in todo),
+    initial=store.num_rows - sum(b - a for a, b in todo),
     unit="row",
-    desc=desc or store.directory.name,
+    desc=(desc or store.directory.name) + (f" [p{index}]" if count > 1 else ""),
     disable=not progress,
   ) as bar:
     bar.set_postfix_str("first chunk (compiling)", refresh=True)
-    for n in redo:
+    for n in redo if index == 0 else ():
       store.rewrite_chunk(n, produce(int(chunks[n]["start"]), int(chunks[n]["stop"])))
       bar.set_postfix_str(f"chunk {n} rewritten", refresh=True)
-    for start, stop in store.pending():
+    for start, stop in mine:
       arrays = produce(start, stop)
       store.write_chunk(start, arrays)
       bar.set_postfix_str("")
       bar.update(stop - start)
+  if count > 1:
+    parallel.barrier(f"{tag}: written")
+    if index == 0:
+      store.commit()
+    parallel.barrier(f"{tag}: committed")
+    store.writer = None
+    store.refresh()
   return store

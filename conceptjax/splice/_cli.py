@@ -18,6 +18,7 @@ import numpy as np
 
 from conceptjax import io, provenance
 from conceptjax.errors import InputError, check
+from conceptjax.launch import add_distributed_args
 
 RESUMABLE = "finished chunks are kept: re-run the same command to resume"
 CONCEPTS_FILE = "concepts.txt"
@@ -55,6 +56,14 @@ def _mismatch_arg(p: argparse.ArgumentParser) -> None:
     help="use inputs that record another model, vocabulary or embedding store than the ones given "
     "(warns instead of refusing)",
   )
+
+
+def _process() -> int:
+  """This process's index in a multi-process job (0 alone): its output-folder lock, and whether it writes
+  the files every process would write alike (process 0 does)."""
+  import jax
+
+  return jax.process_index()
 
 
 def _note(args: argparse.Namespace, message: str) -> None:
@@ -134,6 +143,7 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
   )
   _redo_arg(p)
   _progress_arg(p)
+  add_distributed_args(p)
   p.set_defaults(handler=_embed, interrupted=RESUMABLE)
 
 
@@ -184,7 +194,7 @@ def _embed(args: argparse.Namespace) -> int:
   _check_at_least(args, 0, "limit", "redo-chunk")
   _check_at_least(args, 1, "batch-size", "chunk-rows")
   check(not args.folder or Path(args.folder).is_dir(), f"image folder not found: {args.folder}")
-  with io.output_lock(args.out):
+  with io.output_lock(args.out, _process()):
     model = clip.load(args.model)
     if args.folder:
       source, meta = _folder_source(model, args.folder)
@@ -195,7 +205,8 @@ def _embed(args: argparse.Namespace) -> int:
       source = _Head(source, args.limit)
     label_key = "label" if args.folder else args.label_key
     store = _embed_images(model, source, meta, args.out, args, image_key=args.image_key, label_key=label_key)
-  print(f"embedded {store.num_rows} images (width {model.dim}) into {args.out}")
+  if _process() == 0:
+    print(f"embedded {store.num_rows} images (width {model.dim}) into {args.out}")
   return 0
 
 
@@ -227,6 +238,7 @@ def register_decompose(sub: argparse._SubParsersAction) -> None:
   _redo_arg(p)
   _mismatch_arg(p)
   _progress_arg(p)
+  add_distributed_args(p)
   p.set_defaults(handler=_decompose, interrupted=RESUMABLE)
 
 
@@ -326,7 +338,7 @@ def _decompose(args: argparse.Namespace) -> int:
       store.Store.read_only(getattr(args, flag))  # a missing or damaged store: refused before any work
   check(not args.images or Path(args.images).is_dir(), f"image folder not found: {args.images}")
   check(not args.image_mean or Path(args.image_mean).is_file(), f"mean file not found: {args.image_mean}")
-  with io.output_lock(args.out):
+  with io.output_lock(args.out, _process()):
     return _decompose_locked(args)
 
 
@@ -340,7 +352,7 @@ def _decompose_locked(args: argparse.Namespace) -> int:
   out = Path(args.out)
   if args.images:
     source, meta = _folder_source(model, args.images)
-    with io.output_lock(out / "embeddings"):
+    with io.output_lock(out / "embeddings", _process()):
       embed_args = argparse.Namespace(**{**vars(args), "redo_chunk": []})  # --redo-chunk names a codes chunk
       _embed_images(model, source, meta, out / "embeddings", embed_args)
     input_dir = out / "embeddings"
@@ -379,8 +391,9 @@ def _decompose_locked(args: argparse.Namespace) -> int:
   }
   # Open (and so validate) the store before writing anything: a folder of another job is refused untouched.
   codes = store.Store.open(out, num_rows=inp.num_rows, chunk_rows=inp.chunk_rows, meta=meta)
-  io.write_text(out / CONCEPTS_FILE, "".join(f"{c}\n" for c in dictionary.concepts))
-  splice.save_mean(out / MEAN_FILE, mean, model=model.name, model_fingerprint=model_fp)
+  if _process() == 0:
+    io.write_text(out / CONCEPTS_FILE, "".join(f"{c}\n" for c in dictionary.concepts))
+    splice.save_mean(out / MEAN_FILE, mean, model=model.name, model_fingerprint=model_fp)
   starts = {int(c["start"]): n for n, c in enumerate(inp.manifest["chunks"])}
 
   def produce(start: int, stop: int) -> dict[str, np.ndarray]:
@@ -393,6 +406,8 @@ def _decompose_locked(args: argparse.Namespace) -> int:
     return rows
 
   store.fill(codes, produce, progress=not args.no_progress, desc="decompose", redo=args.redo_chunk)
+  if _process() != 0:  # the other processes' chunks are in the store: process 0 writes the rest
+    return 0
   write_listing(codes, dictionary.concepts, out / LISTING_FILE, args.top)
   l0, cos = codes.read("l0"), codes.read("cosine")
   summary = {
@@ -456,6 +471,7 @@ def register_zeroshot(sub: argparse._SubParsersAction) -> None:
   _solver_args(p)
   _mismatch_arg(p)
   p.add_argument("--out", help="write the metrics JSON here too")
+  add_distributed_args(p)  # accepted for one launch line per pipeline; process 0 does the (small) work
   p.set_defaults(handler=_zeroshot)
 
 
@@ -463,6 +479,9 @@ def _zeroshot(args: argparse.Namespace) -> int:
   from conceptjax import splice
   from conceptjax.data import store
   from conceptjax.models import clip
+
+  if _process() != 0:
+    return 0
 
   _check_solver_args(args)
   check(args.codes or args.vocab, "give --codes (from decompose) or --vocab to decompose here")

@@ -1,5 +1,6 @@
 """conceptjax.data.store: chunked writes, atomic manifest, resume after a kill, no row lost or repeated."""
 
+import json
 import os
 import signal
 import subprocess
@@ -109,14 +110,42 @@ def test_bad_use_is_rejected(tmp_path):
   st = store.Store.open(tmp_path / "s", num_rows=10, chunk_rows=4, meta={"model": "a"})
   with pytest.raises(InputError, match="another job"):
     store.Store.open(tmp_path / "s", num_rows=10, chunk_rows=4, meta={"model": "b"})
-  with pytest.raises(InputError, match="expected 0"):
-    st.write_chunk(4, _rows(4, 8))
+  with pytest.raises(InputError, match="no pending chunk starts at row 2"):  # not a chunk boundary
+    st.write_chunk(2, _rows(2, 6))
+  with pytest.raises(InputError, match="out of range"):  # chunks are whole: rows 4-8
+    st.write_chunk(4, _rows(4, 7))
   with pytest.raises(InputError, match="row counts"):
     st.write_chunk(0, {"a": np.zeros(3), "b": np.zeros(4)})
   st.write_chunk(0, {"a": np.zeros((4, 2))})
+  with pytest.raises(InputError, match="no pending chunk starts at row 0"):  # stored already
+    st.write_chunk(0, {"a": np.zeros((4, 2))})
   with pytest.raises(InputError, match="field 'a'"):
     st.write_chunk(4, {"a": np.zeros((4, 3))})
   with pytest.raises(InputError, match="no store"):
     store.Store.read_only(tmp_path / "none")
   with pytest.raises(InputError, match="no field"):
     st.read("b")
+
+
+def test_writers_with_their_own_manifests_merge_on_read_and_fold_on_commit(tmp_path):
+  """Two writers (the processes of one job) in any order, one chunk recorded by both, a killed writer's
+  gap: every row once on read, the gap pending; a commit folds the process manifests into manifest.json."""
+  d = tmp_path / "s"
+  store.Store.open(d, num_rows=10, chunk_rows=4)
+  w0, w1 = store.Store.read_only(d), store.Store.read_only(d)
+  w0.writer, w1.writer = 0, 1
+  w1.write_chunk(8, _rows(8, 10))  # the last chunk first
+  w0.write_chunk(0, _rows(0, 4))
+  w0.refresh().writer = 0
+  assert list(w0.pending()) == [(4, 8)] and w0.next_row == 4 and not w0.complete
+  assert json.loads((d / "manifest.json").read_text())["chunks"] == []  # untouched while the writers work
+  again = store.Store.read_only(d)  # chunk 8 recorded twice (redone after a kill): still one chunk
+  again.writer = 0
+  again.manifest["chunks"] = [c for c in again.manifest["chunks"] if c["start"] != 8]
+  again.write_chunk(8, _rows(8, 10))
+  st = store.Store.read_only(d)
+  assert [c["start"] for c in st.manifest["chunks"]] == [0, 8] and st.stored_rows == 6
+  st.write_chunk(4, _rows(4, 8))  # a resume by one process, into manifest.json
+  st.commit()
+  assert not list(d.glob(store.PART_GLOB)) and store.Store.read_only(d).complete
+  np.testing.assert_array_equal(store.Store.read_only(d).read("labels"), _rows(0, 10)["labels"])

@@ -114,3 +114,23 @@ def test_process_that_cannot_join_fails_with_one_line_within_the_timeout(process
   assert len(lines) == 1, res.stderr[-2000:]
   want = f"process {process_id} of 2 could not join the JAX runtime at 127.0.0.1:{port} within 3 s"
   assert want in lines[0]
+
+
+@pytest.mark.slow  # ~1 min: the CEIR synthetic experiment twice
+def test_experiment_two_processes_equals_one(tmp_path):
+  """``experiments.run`` over 2 processes x 2 devices (the VAE's batch split over both) gives the metrics
+  of 1 process x 4 devices, and the same files."""
+  spec = "experiments/configs/ceir_synthetic.py:runlocal=True"
+  for n, devices in ((1, 4), (2, 2)):
+    run = [sys.executable, "-m", "experiments.run", "--config", spec, "--workdir", tmp_path / f"p{n}"]
+    _launch(n, devices, *run)
+  one, two = (io.read_json(tmp_path / f"p{n}" / "metrics.json") for n in (1, 2))
+  for key, value in one.items():
+    if key == "seconds":
+      continue
+    if isinstance(value, float):
+      assert two[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+    else:
+      assert two[key] == value, key
+  files = [{p.name for p in (tmp_path / f"p{n}").iterdir()} for n in (1, 2)]
+  assert files[1] == files[0] | {".conceptjax.lock.p1"}  # the same outputs; a lock per process
