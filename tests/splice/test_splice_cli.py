@@ -227,7 +227,7 @@ def test_bad_inputs_are_one_line(pipeline, tiny_clip_dir, tmp_path, capsys):
   fails(args, "row 1 holds NaN")
   fails(
     ["embed", "--model", str(tmp_path / "nomodel"), "--folder", str(tmp_path), "--out", str(tmp_path / "e")],
-    "does not exist",
+    "CLIP model folder not found",
   )
 
 
