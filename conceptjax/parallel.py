@@ -358,6 +358,18 @@ def replicate(x: Any, mesh: Mesh | None = None) -> Any:
   return jax.tree.map(place, x)
 
 
+def to_host(x: Any) -> Any:
+  """A pytree of arrays on the host as numpy. Replicated global arrays (a mesh over several processes)
+  give the copy on this process's first device; other arrays are fetched whole."""
+
+  def fetch(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      return np.asarray(a.addressable_data(0))
+    return jax.device_get(a)
+
+  return jax.tree.map(fetch, x)
+
+
 def unpad(x: Any, n: int) -> Any:
   """Cuts the leading axis of every leaf back to ``n`` rows (undoes ``pad_to_multiple``)."""
   return jax.tree.map(lambda a: a[:n] if np.ndim(a) > 0 else a, x)

@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import math
@@ -295,13 +296,27 @@ def _batch_world(tc: TrainConfig, step: int) -> sw.WorldConfig:
   return world
 
 
-def _batch(tc: TrainConfig, tokenizer: Any, max_length: int, step: int) -> tuple[np.ndarray, ...]:
+def _batch(
+  tc: TrainConfig, tokenizer: Any, max_length: int, step: int, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
+  """Step ``step``'s batch (uint8 images, ids, mask), or its ``rows`` only (this process's share)."""
   world = _batch_world(tc, step)
   s = sw.generate(world, tc.batch_size, seed=tc.seed, split="train", start=step * tc.batch_size)
-  return (s.images, *_tokenize(tokenizer, s.captions, max_length))
+  batch = (s.images, *_tokenize(tokenizer, s.captions, max_length))
+  return batch if rows is None else tuple(a[rows] for a in batch)
 
 
 def _tokenizer_for(tc: TrainConfig, mc: ModelConfig, directory: Path) -> Any:
+  """The run's tokenizer: written once by process 0, read by every other process after a barrier."""
+  from conceptjax.models import tokenizer as tok_lib
+
+  if jax.process_index() == 0:
+    _make_tokenizer(tc, mc, directory)
+  parallel.barrier("clip_train_tokenizer")
+  return tok_lib.load(directory)
+
+
+def _make_tokenizer(tc: TrainConfig, mc: ModelConfig, directory: Path) -> Any:
   from conceptjax.models import tokenizer as tok_lib
 
   if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
@@ -346,6 +361,12 @@ def train(
     stop_at: stop after this step (as if killed right after a checkpoint); a later call resumes.
     callback: called as ``callback(step, metrics)`` after every logged step (e.g. progress printing).
 
+  Several processes (``jax.distributed``; a ``mesh`` over every process's devices, the default): each
+  process draws the global batch and feeds only the rows its own devices hold
+  (``parallel.process_positions``), so the step and its result are those of one process with the same
+  global batch. Checkpoints are written by all together (orbax); process 0 alone writes the tokenizer and
+  the logs.
+
   Returns:
     (ClipModel, tokenizer, final TrainState with params gathered on the host).
   """
@@ -369,20 +390,23 @@ def train(
   step_fn = _jitted_step(tc, mc, _vocab_key(tokenizer))
   end = tc.end_step or tc.steps
   last = end if stop_at is None else min(stop_at, end)
+  rows = parallel.process_positions(mesh, tc.batch_size) if parallel.spans_processes(mesh) else None
+  lead = jax.process_index() == 0
   with (
     Checkpointer(workdir / "checkpoints", save_every=tc.save_every) as ckpt,
-    JsonlWriter(workdir / "metrics.jsonl") as log,
-    SummaryWriter(str(workdir / "tb")) as tb,
+    JsonlWriter(workdir / "metrics.jsonl") if lead else contextlib.nullcontext() as log,
+    SummaryWriter(str(workdir / "tb")) if lead else contextlib.nullcontext() as tb,
     concurrent.futures.ThreadPoolExecutor(1) as pool,
   ):
     state, start = ckpt.restore_or(state)
-    log.drop_after("step", start)  # steps logged after the checkpoint a killed run resumes from
-    ahead = pool.submit(_batch, tc, tokenizer, mc.max_length, start)
+    if lead:
+      log.drop_after("step", start)  # steps logged after the checkpoint a killed run resumes from
+    ahead = pool.submit(_batch, tc, tokenizer, mc.max_length, start, rows)
     t0, seen = time.perf_counter(), 0
     for step in range(start, last):
       batch = ahead.result()
       if step + 1 < last:
-        ahead = pool.submit(_batch, tc, tokenizer, mc.max_length, step + 1)
+        ahead = pool.submit(_batch, tc, tokenizer, mc.max_length, step + 1, rows)
       sharded, _ = parallel.shard_batch(batch, mesh)
       state, metrics = step_fn(state, *sharded)
       seen += 1
@@ -391,13 +415,14 @@ def train(
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         elapsed = time.perf_counter() - t0
         metrics.update(step=step + 1, steps_per_s=seen / max(elapsed, 1e-9), wall_s=elapsed)
-        log.write(metrics)
-        for k, v in metrics.items():
-          if k != "step":
-            tb.add_scalar(f"train/{k}", v, step + 1)
+        if lead:
+          log.write(metrics)
+          for k, v in metrics.items():
+            if k != "step":
+              tb.add_scalar(f"train/{k}", v, step + 1)
         if callback is not None:
           callback(step + 1, metrics)
-  state = jax.device_get(state)
+  state = parallel.to_host(state)
   model.params = state.params
   return model, tokenizer, state
 
@@ -418,16 +443,24 @@ def export(model: ClipModel, tokenizer: Any, directory: str | os.PathLike) -> Pa
   return clip_lib.save(directory, model.config, jax.device_get(model.params), tokenizer, prep)
 
 
-def encoders(model: ClipModel, tokenizer: Any, params: Any | None = None, *, batch_size: int = 256):
+def encoders(
+  model: ClipModel,
+  tokenizer: Any,
+  params: Any | None = None,
+  *,
+  batch_size: int = 256,
+  mesh: jax.sharding.Mesh | None = None,
+):
   """(encode_images(uint8 [N,H,W,3]) -> [N,d], encode_texts(list[str]) -> [N,d]) for an in-memory model.
 
-  Batches are split over all devices. ``conceptjax.models.clip.load`` gives the same for a saved model.
+  Batches are split over the devices of ``mesh`` (default: this process's own devices, so every process
+  encodes what it is given). ``conceptjax.models.clip.load`` gives the same for a saved model.
   """
   params = model.params if params is None else params
   max_length = model.config.text.context_length
   img_fn = jax.jit(lambda p, x: _features_image(model, p, x))
   txt_fn = jax.jit(lambda p, i, m: model.module.apply({"params": p}, i, m, method=CLIP.encode_text))
-  mesh = parallel.data_mesh()
+  mesh = parallel.local_mesh() if mesh is None else mesh
   rep = parallel.replicate(params, mesh)
 
   def run(fn, *arrays):

@@ -1,4 +1,4 @@
-"""Task: train the ShapesWorld CLIP, export it with save_pretrained, and score it on held-out images."""
+"""Task: train the ShapesWorld CLIP, export it (transformers format), and score it on held-out images."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+import jax
+
+from conceptjax import parallel
 from conceptjax.data import shapesworld as sw
+from conceptjax.models import clip
 from conceptjax.models import clip_train as ct
 
 
@@ -43,7 +47,10 @@ def run(config, workdir) -> dict:
 
   stop_at = config.get("stop_at", 0) or None
   model, tokenizer, state = ct.train(tc, mc, workdir, callback=progress, stop_at=stop_at)
-  out = ct.export(model, tokenizer, workdir / "model")
+  out = workdir / "model"
+  if jax.process_index() == 0:  # several processes: one writes the model, every one evaluates it locally
+    ct.export(model, tokenizer, out)
+  parallel.barrier("shapesworld_clip_export")
   encode_images, encode_texts = _load_encoders(out, model, tokenizer)
   metrics = ct.evaluate(encode_images, encode_texts, num=config.eval_num, seed=config.seed + 10_000)
   metrics["steps"] = int(state.step)
@@ -52,10 +59,6 @@ def run(config, workdir) -> dict:
 
 
 def _load_encoders(directory: Path, model, tokenizer):
-  """The exported model through the project's CLIP loader when present (else the in-memory one)."""
-  try:
-    from conceptjax.models import clip
-  except ImportError:
-    return ct.encoders(model, tokenizer)
-  bundle = clip.load(directory)
+  """The exported model through the project's CLIP loader, on this process's devices."""
+  bundle = clip.load(directory, mesh=parallel.local_mesh())
   return bundle.encode_images, bundle.encode_texts

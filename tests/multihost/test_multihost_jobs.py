@@ -134,3 +134,25 @@ def test_experiment_two_processes_equals_one(tmp_path):
       assert two[key] == value, key
   files = [{p.name for p in (tmp_path / f"p{n}").iterdir()} for n in (1, 2)]
   assert files[1] == files[0] | {".conceptjax.lock.p1"}  # the same outputs; a lock per process
+
+
+@pytest.mark.slow  # ~1-2 min: the tiny CLIP experiment twice
+def test_clip_training_two_processes_equals_one(tmp_path):
+  """The CLIP trainer over 2 processes x 2 devices (each feeds its devices' rows of the global batch) ends
+  at the parameters of 1 process x 4 devices, and writes one tokenizer, one log and one model."""
+  from conceptjax.models import clip_weights as cw
+
+  spec = "experiments/configs/shapesworld_clip.py:runlocal=True"
+  for n, devices in ((1, 4), (2, 2)):
+    run = [sys.executable, "-m", "experiments.run", "--config", spec, "--workdir", tmp_path / f"p{n}"]
+    _launch(n, devices, *run)
+  one, two = (cw.read_state(tmp_path / f"p{n}" / "model" / "model.safetensors") for n in (1, 2))
+  assert one.keys() == two.keys()
+  for key in one:
+    np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
+  logs = [(tmp_path / f"p{n}" / "metrics.jsonl").read_text().splitlines() for n in (1, 2)]
+  assert len(logs[0]) == len(logs[1]) == 4
+  for a, b in zip(logs[0], logs[1], strict=True):
+    assert json.loads(b)["loss"] == pytest.approx(json.loads(a)["loss"], rel=1e-4)
+  metrics = [io.read_json(tmp_path / f"p{n}" / "metrics.json") for n in (1, 2)]
+  assert metrics[1]["steps"] == metrics[0]["steps"] == 4
