@@ -93,6 +93,10 @@ class WorkingSetConfig:
     streams: row groups ``nonneg_lasso``'s host-driven loop runs side by side in threads on a mesh of one
       CPU device (``_api._working_set_streams``; at most one per 64 rows). The all-in-jit
       :func:`working_set` ignores it.
+    device_iter: outer iterations of the device path's main phase (``_device.working_set_device``); the
+      rows still unconverged after it go to its retry phase.
+    retry_fraction: R / B, the rows one retry round of the device path solves (fixed shape).
+    retry_size: K2, candidates per row in the device path's retry phase (0: ``2 * working_size``).
   """
 
   working_size: int = 48
@@ -109,6 +113,9 @@ class WorkingSetConfig:
   pg_iter: int = 100
   polish_iter: int = 6
   streams: int = 2
+  device_iter: int = 6
+  retry_fraction: float = 0.125
+  retry_size: int = 0
 
 
 class WorkingSetState(NamedTuple):
@@ -241,10 +248,16 @@ def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfi
   ``nonneg_lasso`` runs the same pieces from the host (``restricted_qp``, ``_gram.warm_phase`` /
   ``cold_phase`` with the cold phase on the rows that need it only, ``certify``)."""
   atoms, qp = restricted_qp(problem, state.indices)
+  return certify(problem, state.indices, solve_small(qp, state.weights, config), config, atoms)
+
+
+def solve_small(qp: GramQP, w0: jax.Array, config: WorkingSetConfig) -> jax.Array:
+  """[B, K] solution of the small problems ``qp`` from ``w0`` (``_gram.solve_gram_qp`` with the config's
+  inner settings)."""
   w, _ = solve_gram_qp(
     qp,
-    state.weights,
-    tol=inner_tol(config, problem.embeddings.dtype),
+    w0,
+    tol=inner_tol(config, qp.linear.dtype),
     max_iter=config.inner_max_iter,
     warm_iter=config.warm_iter,
     ipm_iter=config.ipm_iter,
@@ -252,7 +265,7 @@ def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfi
     polish_iter=config.polish_iter,
     serial=config.serial_lapack,
   )
-  return certify(problem, state.indices, w, config, atoms)
+  return w
 
 
 def stopped(state: WorkingSetState, tol: float) -> jax.Array:
