@@ -23,7 +23,7 @@ from conceptjax.sparse._admm import AdmmConfig, admm
 from conceptjax.sparse._device import working_set_device
 from conceptjax.sparse._fista import FistaConfig, fista
 from conceptjax.sparse._omp import OmpConfig, omp
-from conceptjax.sparse._problem import NonnegLassoResult, Problem
+from conceptjax.sparse._problem import SCREEN_PRECISIONS, NonnegLassoResult, Problem
 from conceptjax.sparse._target_l0 import TargetL0Config
 from conceptjax.sparse._target_l0 import target_l0 as _search_l0
 from conceptjax.sparse._working_set import WorkingSetConfig, working_set
@@ -505,11 +505,16 @@ def _chunk_results(
 
 
 def _prepare(
-  dictionary, embeddings, l1_penalty, solver, path, target_l0, tol, max_iter, max_active, mesh, memory_budget
+  dictionary, embeddings, l1_penalty, solver, path, target_l0, tol, max_iter, max_active, mesh, memory_budget,
+  screen_precision,
 ):
   """Validation, solver and path choice, config and chunk size: (plan, embeddings, lam, rows, dtype,
   width)."""
   check(path in PATHS, f"unknown path {path!r}; known paths: {', '.join(PATHS)}")
+  check(
+    screen_precision in SCREEN_PRECISIONS,
+    f"unknown screen_precision {screen_precision!r}; known: {', '.join(SCREEN_PRECISIONS)}",
+  )
   dictionary, embeddings, lam = _validate(
     dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_iter, max_active
   )
@@ -537,7 +542,9 @@ def _prepare(
     size = int(target_l0)
   else:
     fn, config_cls = _LASSO[solver]
-    extra = {"working_size": size, "serial_lapack": serial} if solver == "working_set" else {}
+    extra = {}
+    if solver == "working_set":
+      extra = {"working_size": size, "serial_lapack": serial, "screen_precision": screen_precision}
     if target_l0 is None:
       config = config_cls(max_active=width, tol=tol, **extra, **iters)
     else:
@@ -563,6 +570,7 @@ def nonneg_lasso_chunks(
   max_active: int | None = None,
   mesh: Mesh | None = None,
   memory_budget: int | None = None,
+  screen_precision: str = "highest",
 ) -> Iterator[tuple[int, NonnegLassoResult]]:
   """:func:`nonneg_lasso` one chunk at a time: yields ``(start, result)`` for the rows ``[start, start +
   len(result.l0))``, in order, so that a caller can write each chunk out and keep nothing [N]-sized.
@@ -572,7 +580,7 @@ def nonneg_lasso_chunks(
   """
   plan, embeddings, lam, rows, dtype, _ = _prepare(
     dictionary, embeddings, l1_penalty, solver, path, target_l0, tol, max_iter, max_active, mesh,
-    memory_budget,
+    memory_budget, screen_precision,
   )
   return ((start, part) for start, _, part in _chunk_results(plan, embeddings, lam, rows, dtype, mesh))
 
@@ -590,6 +598,7 @@ def nonneg_lasso(
   max_active: int | None = None,
   mesh: Mesh | None = None,
   memory_budget: int | None = None,
+  screen_precision: str = "highest",
 ) -> NonnegLassoResult:
   """Non-negative sparse codes of a batch: ``min_{w >= 0} ||w C - z||^2 + lam ||w||_1`` per row.
 
@@ -626,6 +635,12 @@ def nonneg_lasso(
     mesh: device mesh for the batch (default: all devices, ``parallel.data_mesh()``).
     memory_budget: bytes of per-row working memory one chunk may use over all devices (default
       ``default_memory_budget``: 1 GiB on CPU, 8 GiB per GPU/TPU device).
+    screen_precision: the working set's full products: ``"highest"`` (float32, HIGHEST: exact
+      certificates), ``"default"`` (TF32 on NVIDIA GPUs, bf16 on TPUs) or ``"bfloat16"``. With the last
+      two the fast product only screens (picks candidates); the certificate is recomputed in float32 at
+      HIGHEST on the support and the most violating concepts and bounded, by the screen's proven rounding
+      error, on the others (``WorkingSetConfig.screen_precision``, ``_problem.screen_error``): a row is
+      reported converged only when that float32 bound is within ``tol``.
 
   Returns:
     NonnegLassoResult (indices padded with -1). float32 unless x64 is on and an input is float64. With one
@@ -636,7 +651,7 @@ def nonneg_lasso(
   """
   plan, embeddings, lam, rows, dtype, width = _prepare(
     dictionary, embeddings, l1_penalty, solver, path, target_l0, tol, max_iter, max_active, mesh,
-    memory_budget,
+    memory_budget, screen_precision,
   )
   total = embeddings.shape[0]
   res, host = None, None

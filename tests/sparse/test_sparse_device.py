@@ -249,3 +249,41 @@ def test_row_bytes_bounds_xla_buffer_analysis():
   solve = jax.jit(lambda a, z: sparse.working_set_device(Problem(a, z, jnp.full((b,), LAM)), config))
   temp = solve.lower(*args).compile().memory_analysis().temp_size_in_bytes
   assert 0 < temp / b <= sparse.row_bytes("working_set", c, d, 48)
+
+
+@pytest.mark.parametrize("precision", ["highest", "default", "bfloat16"])
+def test_screened_certificate_bounds_float64_kkt(precision):
+  """``certify`` with a low-precision screen reports an upper bound of the KKT violation recomputed in
+  float64 numpy (up to float32 rounding), on solutions far from and at the optimum; at HIGHEST it is the
+  float32 value itself."""
+  from conceptjax.sparse import _working_set as ws
+
+  dictionary, z = _data(*SHAPE)
+  c, d, b = SHAPE
+  rng = np.random.default_rng(4)
+  k = 16
+  indices = np.stack([rng.choice(c, k, replace=False) for _ in range(b)]).astype(np.int32)
+  w = np.where(rng.uniform(size=(b, k)) < 0.5, rng.uniform(0.0, 0.2, (b, k)), 0.0).astype(np.float32)
+  config = sparse.WorkingSetConfig(working_size=k, max_active=k, screen_precision=precision)
+  problem = Problem(jnp.asarray(dictionary), jnp.asarray(z), jnp.full((b,), LAM, jnp.float32))
+  out = jax.jit(lambda i, w: ws.certify(problem, i, w, config))(jnp.asarray(indices), jnp.asarray(w))
+  dense = np.zeros((b, c))
+  np.put_along_axis(dense, indices, w, axis=1)
+  exact = _kkt64(dictionary, z, dense)
+  kkt = np.asarray(out.kkt, np.float64)
+  assert np.all(kkt >= exact - 1e-6)
+  if precision == "highest":
+    np.testing.assert_allclose(kkt, exact, atol=1e-6)
+  else:  # the largest violations are among the concepts recomputed exactly
+    np.testing.assert_allclose(kkt, exact, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_screen_certifies_in_float32():
+  """The device path with a bfloat16 screen: every row reported converged has a float64 KKT violation
+  within ``tol`` (plus float32 rounding), at scikit-learn's objective."""
+  dictionary, z = _data(*SHAPE)
+  res = sparse.nonneg_lasso(dictionary, z, LAM, path="device", mesh=ONE, screen_precision="bfloat16")
+  assert np.all(res.converged)
+  w = np.asarray(res.to_dense())
+  assert np.all(_kkt64(dictionary, z, w) <= 1e-5 + 1e-6)
+  np.testing.assert_allclose(_objective(dictionary, z, w), _sklearn(*SHAPE), rtol=2e-6)
