@@ -1,4 +1,5 @@
-"""``nonneg_lasso``: the public entry point (validation, solver choice, sharding over devices)."""
+"""``nonneg_lasso``: the public entry point (validation, solver and path choice, memory-bounded chunks,
+sharding over devices)."""
 
 from __future__ import annotations
 
