@@ -561,9 +561,10 @@ def side_by_side(
 
   The table's ``x dense`` divides a solver's median by the floor timed minutes earlier, before the peers;
   on a shared machine the load moves in between (the dense product took 15-25 ms on (b) within one
-  session). Here each round's ratio comes from adjacent calls: the solver's time over the fastest of the
-  dense calls right after it (the first of them ran about 6% slower than the next ones on (b), a scratch
-  measurement: the fastest keeps the floor conservative). ``ratio`` is the median of the rounds' ratios.
+  afternoon of runs on a 2-core CPU). Here each round's ratio comes from adjacent calls: the solver's time
+  over the fastest of the dense calls right after it (the first of them ran about 6% slower than the next
+  ones on (b), a scratch measurement: the fastest keeps the floor conservative). ``ratio`` is the median of
+  the rounds' ratios.
 
   ``solve`` should be the call the solver was timed with (``solver_call``): the XLA compilations of the
   first call and of the rounds are counted (both 0 when it is; ``run_solver`` registers the counter).

@@ -1,10 +1,12 @@
-"""``nonneg_lasso``: the public entry point (validation, solver choice, sharding over devices)."""
+"""``nonneg_lasso``: the public entry point (validation, solver and path choice, memory-bounded chunks,
+sharding over devices)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,15 +14,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from conceptjax import parallel
 from conceptjax.errors import InputError, check
-from conceptjax.sparse import _gram
+from conceptjax.sparse import _device, _gram
 from conceptjax.sparse import _working_set as ws
 from conceptjax.sparse._admm import AdmmConfig, admm
+from conceptjax.sparse._device import working_set_device
 from conceptjax.sparse._fista import FistaConfig, fista
 from conceptjax.sparse._omp import OmpConfig, omp
-from conceptjax.sparse._problem import NonnegLassoResult, Problem
+from conceptjax.sparse._problem import SCREEN_PRECISIONS, NonnegLassoResult, Problem
 from conceptjax.sparse._target_l0 import TargetL0Config
 from conceptjax.sparse._target_l0 import target_l0 as _search_l0
 from conceptjax.sparse._working_set import WorkingSetConfig, working_set
@@ -59,8 +63,16 @@ def _row_summary(a: jax.Array) -> tuple[jax.Array, jax.Array]:
   return first(jnp.isnan(jnp.sum(a * 0, axis=1))), first(jnp.max(jnp.abs(a), axis=1) == 0)
 
 
+def _check_rows(summary, name: str, offset: int) -> None:
+  """InputError naming the first bad row of a ``_row_summary`` (rows numbered from ``offset``)."""
+  bad_value, zero = (int(i) for i in jax.device_get(summary))
+  check(bad_value < 0, f"{name} row {offset + bad_value} contains NaN or Inf")
+  check(zero < 0, f"{name} row {offset + zero} has zero norm")
+
+
 def _validate(dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_iter, max_active):
-  """All boundary checks; returns (dictionary [c, d], embeddings [B, d], l1_penalty [B] numpy)."""
+  """Boundary checks; returns (dictionary [c, d], embeddings [B, d], l1_penalty [B] numpy). The rows of
+  the embeddings are checked for NaN/Inf and zero norm chunk by chunk (``_chunk_results``)."""
   check(
     solver == "auto" or solver in SOLVERS,
     f"unknown solver {solver!r}; known solvers: {', '.join(('auto',) + SOLVERS)}",
@@ -82,9 +94,7 @@ def _validate(dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_it
       jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer),
       f"{name} must be numeric, got dtype {arr.dtype}",
     )
-    bad_value, zero = (int(i) for i in jax.device_get(_row_summary(jnp.asarray(arr))))
-    check(bad_value < 0, f"{name} row {bad_value} contains NaN or Inf")
-    check(zero < 0, f"{name} row {zero} has zero norm")
+  _check_rows(_row_summary(jnp.asarray(dictionary)), "dictionary", 0)  # the embeddings: chunk by chunk
   b = embeddings.shape[0]
   lam = np.asarray(l1_penalty, dtype=np.float64)
   check(lam.ndim == 0 or lam.shape == (b,), f"l1_penalty must be a scalar or shape ({b},), got {lam.shape}")
@@ -334,26 +344,286 @@ def _merge_rows(full: NonnegLassoResult, part: NonnegLassoResult, rows: np.ndarr
   return jax.tree.map(put, full, part)
 
 
+PATHS = ("auto", "host", "device")
+DEFAULT_CPU_BUDGET = 1 << 30  # bytes of per-row working memory of one chunk, all CPU devices together
+DEFAULT_DEVICE_BUDGET = 8 << 30  # bytes per GPU/TPU device (at most a quarter of its memory)
+
+
+def choose_path(mesh: Mesh | None = None) -> str:
+  """The working-set driver ``path="auto"`` uses: ``"device"`` on GPUs and TPUs, ``"host"`` on CPUs.
+
+  The host path (``_working_set_streams``) copies the state to the host after every outer iteration to
+  solve the unconverged rows only, in two threads on one CPU device: the fastest on a 2-core CPU. On an
+  accelerator each of those copies is a synchronisation and each new bucket shape a compilation, so there
+  the device path (``_device.working_set_device``: whole iteration and retries in one program per chunk)
+  runs instead."""
+  return "host" if _mesh_devices(mesh)[0].platform == "cpu" else "device"
+
+
+def default_memory_budget(mesh: Mesh | None = None) -> int:
+  """Bytes of per-row working memory one chunk may use: ``DEFAULT_CPU_BUDGET`` (1 GiB) on CPU devices
+  (they share the host's memory), else ``DEFAULT_DEVICE_BUDGET`` (8 GiB) per device, at most a quarter
+  of a device's memory where ``memory_stats()`` reports it."""
+  devices = _mesh_devices(mesh)
+  if devices[0].platform == "cpu":
+    return DEFAULT_CPU_BUDGET
+  per = DEFAULT_DEVICE_BUDGET
+  try:
+    limit = (devices[0].memory_stats() or {}).get("bytes_limit")
+  except Exception:  # noqa: BLE001  (not every backend implements memory_stats)
+    limit = None
+  if limit:
+    per = min(per, int(limit) // 4)
+  return per * len(devices)
+
+
+def row_bytes(solver: str, num_concepts: int, dim: int, working_size: int, itemsize: int = 4) -> int:
+  """Estimated working memory of one row of a chunk, in bytes (the dictionary and outputs come on top).
+
+  Working set (either path; target-l0 search twice over): ``2 c + 2 K d + 8 K^2 + 4 d`` floats, for the
+  [c] gradient and its top-k, the [K, d] candidate atoms and the [K, K] Grams and factors of the small
+  problems. XLA's own buffer analysis of the device path's program on CPU stays below it (about
+  ``1.05 c + K d + 6 K^2`` floats per row for c = 2,000-8,000, d = 64-256, K = 48;
+  ``tests/sparse/test_sparse_device.py``). FISTA and ADMM keep several dense [c] iterates per row:
+  ``8 c + 4 d``; OMP: ``2 c + 2 K d + 4 d``.
+  """
+  c, d, k = num_concepts, dim, working_size
+  if solver in ("fista", "admm"):
+    floats = 8 * c + 4 * d
+  elif solver == "omp":
+    floats = 2 * c + 2 * k * d + 4 * d
+  else:
+    floats = 2 * c + 2 * k * d + 8 * k * k + 4 * d
+  return itemsize * floats
+
+
+def chunk_rows(total: int, per_row: int, budget: int, devices: int) -> int:
+  """Rows per chunk: as many as ``budget`` bytes hold at ``per_row`` bytes each (a multiple of the device
+  count where that is at least one row per device), at most ``total``.
+
+  Raises:
+    InputError: the budget does not hold one row.
+  """
+  rows = int(budget) // per_row
+  check(
+    rows >= 1,
+    f"memory_budget={int(budget)} bytes is too small for one row (about {per_row} bytes per row here)",
+  )
+  if rows >= total:
+    return total
+  return rows - rows % devices if rows >= devices else rows
+
+
+@functools.partial(jax.jit, static_argnames=("config", "mesh"))
+def _device_solve(embeddings, l1_penalty, dictionary, *, config, mesh):
+  """``working_set_device`` on each device's rows (``shard_map``: no communication, every device's loops
+  run on their own rows only)."""
+
+  def local(z, lam, c):
+    return tuple(working_set_device(Problem(c, z, lam), config)[:-1])
+
+  rows = P(parallel.DATA_AXIS)
+  out = jax.shard_map(local, mesh=mesh, in_specs=(rows, rows, P()), out_specs=rows, check_vma=False)(
+    embeddings, l1_penalty, dictionary
+  )
+  return NonnegLassoResult(*out, num_concepts=dictionary.shape[0])
+
+
+class _Plan:
+  """How one call solves a chunk: ``solve(z, lam)`` [chunk] device arrays -> result (asynchronous where
+  the path allows), ``finish(result, z, lam)`` -> result (host-side retries), ``early``: check the chunk's
+  rows before solving it (the host path iterates on them from the host)."""
+
+  def __init__(self, solve, finish, early):
+    self.solve, self.finish, self.early = solve, finish, early
+
+
+def _plan(solver, path, config, dictionary, mesh, width) -> _Plan:
+  """The per-chunk solve of ``nonneg_lasso`` (after validation, ``config`` built)."""
+  if solver == "omp":
+    return _Plan(lambda z, lam: _run(omp, config, dictionary, z, jnp.zeros_like(lam), mesh), None, False)
+  if isinstance(config, TargetL0Config):
+    solve = lambda z, lam: _run(_search_l0, config, dictionary, z, lam, mesh)  # noqa: E731
+    finish = _retry_finish(config, dictionary, mesh) if config.solver is working_set else None
+    return _Plan(solve, finish, False)
+  if solver != "working_set":
+    return _Plan(lambda z, lam: _run(_LASSO[solver][0], config, dictionary, z, lam, mesh), None, False)
+  if path == "host":
+    solve = lambda z, lam: _working_set_streams(config, dictionary, z, lam, mesh)  # noqa: E731
+    return _Plan(solve, _retry_finish(config, dictionary, mesh), True)
+  mesh = parallel.data_mesh() if mesh is None else mesh
+  config = dataclasses.replace(config, device_iter=min(config.device_iter, config.max_iter))
+  grown = _grow(config, _device.retry_size(dictionary.shape[0], config))  # rows past K2: host retry
+  solve = lambda z, lam: _device_solve(z, lam, dictionary, config=config, mesh=mesh)  # noqa: E731
+  return _Plan(solve, _retry_finish(grown, dictionary, mesh), False)
+
+
+def _retry_finish(config, dictionary, mesh):
+  return lambda res, z, lam: _retry_stuck(res, config, dictionary, z, lam, mesh)
+
+
+def _chunk_results(
+  plan: _Plan, embeddings, lam, rows: int, dtype, mesh, unpad: bool = True
+) -> Iterator[tuple[int, int, Any]]:
+  """Yields ``(start, n, result)`` for the rows ``[start, start + n)`` chunk by chunk, ``rows`` rows a
+  chunk (the last one padded with copies of its last row, so every chunk has the same shape and each
+  program compiles once); ``unpad=False`` leaves the padded rows in the result (the caller cuts them).
+
+  The next chunk's host-to-device transfer is issued right after the current chunk's solve is dispatched,
+  and the previous chunk's result is waited for only then (JAX dispatches asynchronously): on the device
+  path, transfers, the device's work and the host's collection of results overlap.
+  """
+  n_rows = embeddings.shape[0]
+  mesh = parallel.data_mesh() if mesh is None else mesh
+
+  def put(start):
+    stop = min(start + rows, n_rows)
+    z, lam_ = embeddings[start:stop], lam[start:stop]
+    z = z.astype(dtype) if isinstance(z, jax.Array) else np.asarray(z, dtype)
+    (z, lam_), _ = parallel.pad_to_multiple((z, np.asarray(lam_, dtype)), rows)
+    (z, lam_), _ = parallel.shard_batch((z, lam_), mesh)
+    return start, stop - start, z, lam_
+
+  def collect(start, n, z, lam_, summary, out):
+    _check_rows(summary, "embeddings", start)
+    if plan.finish is not None:
+      out = plan.finish(out, z, lam_)
+    return start, n, parallel.unpad(out, n) if unpad else out
+
+  pending = None
+  nxt = put(0)
+  while nxt is not None:
+    start, n, z, lam_ = nxt
+    summary = _row_summary(z)
+    if plan.early:
+      _check_rows(summary, "embeddings", start)
+    out = plan.solve(z, lam_)
+    nxt = put(start + rows) if start + rows < n_rows else None  # issued before any result is waited for
+    if pending is not None:
+      yield collect(*pending)
+    pending = (start, n, z, lam_, summary, out)
+  yield collect(*pending)
+
+
+def _prepare(
+  dictionary, embeddings, l1_penalty, solver, path, target_l0, tol, max_iter, max_active, mesh, memory_budget,
+  screen_precision,
+):
+  """Validation, solver and path choice, config and chunk size: (plan, embeddings, lam, rows, dtype,
+  width)."""
+  check(path in PATHS, f"unknown path {path!r}; known paths: {', '.join(PATHS)}")
+  check(
+    screen_precision in SCREEN_PRECISIONS,
+    f"unknown screen_precision {screen_precision!r}; known: {', '.join(SCREEN_PRECISIONS)}",
+  )
+  dictionary, embeddings, lam = _validate(
+    dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_iter, max_active
+  )
+  c, d = dictionary.shape
+  dtype = jax.dtypes.canonicalize_dtype(
+    jnp.promote_types(jnp.result_type(dictionary, embeddings), jnp.float32)
+  )
+  place = parallel.data_mesh() if mesh is None else mesh
+  dictionary = parallel.replicate(jnp.asarray(dictionary, dtype), place)
+  if solver == "auto":
+    solver = choose_solver(c, d, embeddings.shape[0], target_l0)
+  if path == "auto":
+    path = choose_path(mesh)
+  iters = {} if max_iter is None else {"max_iter": int(max_iter)}
+  serial = _serial_lapack(mesh)
+  width = DEFAULT_MAX_ACTIVE if max_active is None else int(max_active)
+  if target_l0 is not None:
+    width = max(width, int(target_l0) + 1)
+  width = min(width, c)
+  # the working set solves on fewer candidates than the output width (see WorkingSetConfig); the target-l0
+  # search keeps K = width (48 was measured on the plain lasso only)
+  size = width if target_l0 is not None else min(width, WorkingSetConfig.working_size)
+  if solver == "omp":
+    config = OmpConfig(n_atoms=int(target_l0), serial_lapack=serial)
+    size = int(target_l0)
+  else:
+    fn, config_cls = _LASSO[solver]
+    extra = {}
+    if solver == "working_set":
+      extra = {"working_size": size, "serial_lapack": serial, "screen_precision": screen_precision}
+    if target_l0 is None:
+      config = config_cls(max_active=width, tol=tol, **extra, **iters)
+    else:
+      inner = config_cls(max_active=width, tol=tol, **extra)
+      config = TargetL0Config(n_atoms=int(target_l0), solver=fn, solver_config=inner, **iters)
+  per_row = row_bytes(solver, c, d, size, jnp.dtype(dtype).itemsize) * (1 if target_l0 is None else 2)
+  budget = default_memory_budget(mesh) if memory_budget is None else memory_budget
+  check(np.isfinite(budget) and budget > 0, f"memory_budget must be > 0 bytes, got {memory_budget!r}")
+  rows = chunk_rows(embeddings.shape[0], per_row, budget, len(_mesh_devices(mesh)))
+  return _plan(solver, path, config, dictionary, mesh, width), embeddings, lam, rows, dtype, width
+
+
+def nonneg_lasso_chunks(
+  dictionary: Any,
+  embeddings: Any,
+  l1_penalty: Any = 0.25,
+  *,
+  solver: str = "auto",
+  path: str = "auto",
+  target_l0: int | None = None,
+  tol: float = 1e-5,
+  max_iter: int | None = None,
+  max_active: int | None = None,
+  mesh: Mesh | None = None,
+  memory_budget: int | None = None,
+  screen_precision: str = "highest",
+) -> Iterator[tuple[int, NonnegLassoResult]]:
+  """:func:`nonneg_lasso` one chunk at a time: yields ``(start, result)`` for the rows ``[start, start +
+  len(result.l0))``, in order, so that a caller can write each chunk out and keep nothing [N]-sized.
+
+  Same arguments as :func:`nonneg_lasso` (validated before the first chunk is solved; a bad embedding row
+  raises when its chunk is reached). Results are the solver's arrays (on the devices).
+  """
+  plan, embeddings, lam, rows, dtype, _ = _prepare(
+    dictionary, embeddings, l1_penalty, solver, path, target_l0, tol, max_iter, max_active, mesh,
+    memory_budget, screen_precision,
+  )
+  return ((start, part) for start, _, part in _chunk_results(plan, embeddings, lam, rows, dtype, mesh))
+
+
 def nonneg_lasso(
   dictionary: Any,
   embeddings: Any,
   l1_penalty: Any = 0.25,
   *,
   solver: str = "auto",
+  path: str = "auto",
   target_l0: int | None = None,
   tol: float = 1e-5,
   max_iter: int | None = None,
   max_active: int | None = None,
   mesh: Mesh | None = None,
+  memory_budget: int | None = None,
+  screen_precision: str = "highest",
 ) -> NonnegLassoResult:
   """Non-negative sparse codes of a batch: ``min_{w >= 0} ||w C - z||^2 + lam ||w||_1`` per row.
 
+  Which path runs where (the working set, ``path="auto"``, ``choose_path``): on CPUs the host path, a loop
+  driven from the host that copies the state back after every outer iteration to solve the unconverged rows
+  only (two threads on one CPU device): the fastest there. On GPUs and TPUs the device path
+  (``conceptjax.sparse._device``): the whole outer iteration, and the retry of slow or stuck rows on a wider
+  working set, in one program per chunk, with static shapes (each program compiles once) and no host round
+  trip. Either can be chosen on any platform; both certify every row on all concepts. FISTA, ADMM, OMP and
+  the target-l0 search run in one program per chunk on any path.
+
+  Memory: the rows are solved in chunks of a fixed size, as many as ``memory_budget`` bytes of working
+  memory hold (``row_bytes``: about ``4 (2 c + 2 K d + 8 K^2)`` bytes a row for the working set); the last
+  chunk is padded to the same size. No [N, c] array is built. The next chunk's transfer to the devices is
+  issued before the current chunk's result is waited for. :func:`nonneg_lasso_chunks` yields the chunks
+  one by one instead of assembling them.
+
   Args:
     dictionary: [c, d] concept rows ``C`` (SpLiCE: unit-norm, mean-centred).
-    embeddings: [B, d] (or [d]) targets ``z``.
+    embeddings: [B, d] (or [d]) targets ``z``, numpy (moved to the devices chunk by chunk) or a jax array.
     l1_penalty: ``lam``, scalar or [B] (ignored with ``target_l0``).
     solver: ``"auto"`` (= ``choose_solver``: the working set), one of ``SOLVERS``. ``"omp"`` needs
       ``target_l0`` and solves the fixed-l0 non-negative least-squares problem instead (no penalty).
+    path: the working set's driver: ``"auto"`` (``choose_path``), ``"host"`` or ``"device"`` (above).
     target_l0: k. With a lasso solver, search the penalty per row so that ~k concepts are active (the chosen
       penalty is in ``result.l1_penalty``); with ``"omp"``, select exactly k atoms greedily.
     tol: KKT tolerance (``result.kkt_violation``, see ``conceptjax.sparse._problem``).
@@ -364,53 +634,37 @@ def nonneg_lasso(
       solves on ``min(k, 48)`` candidates per row (``k`` with ``target_l0``); a row whose support fills
       them is solved again with twice as many.
     mesh: device mesh for the batch (default: all devices, ``parallel.data_mesh()``).
+    memory_budget: bytes of per-row working memory one chunk may use over all devices (default
+      ``default_memory_budget``: 1 GiB on CPU, 8 GiB per GPU/TPU device).
+    screen_precision: the working set's full products: ``"highest"`` (float32, HIGHEST: exact
+      certificates), ``"default"`` (TF32 on NVIDIA GPUs, bf16 on TPUs) or ``"bfloat16"``. With the last
+      two the fast product only screens (picks candidates); the certificate is recomputed in float32 at
+      HIGHEST on the support and the most violating concepts and bounded, by the screen's proven rounding
+      error, on the others (``WorkingSetConfig.screen_precision``, ``_problem.screen_error``): a row is
+      reported converged only when that float32 bound is within ``tol``.
 
   Returns:
-    NonnegLassoResult (indices padded with -1). float32 unless x64 is on and an input is float64.
+    NonnegLassoResult (indices padded with -1). float32 unless x64 is on and an input is float64. With one
+    chunk the fields are the devices' arrays; with several they are assembled in host (numpy) arrays.
 
   Raises:
-    InputError: one line naming the bad row, shape or value.
+    InputError: one line naming the bad row, shape or value, or a memory budget too small for one row.
   """
-  dictionary, embeddings, lam = _validate(
-    dictionary, embeddings, l1_penalty, solver, target_l0, tol, max_iter, max_active
+  plan, embeddings, lam, rows, dtype, width = _prepare(
+    dictionary, embeddings, l1_penalty, solver, path, target_l0, tol, max_iter, max_active, mesh,
+    memory_budget, screen_precision,
   )
-  c, d = dictionary.shape
-  dtype = jax.dtypes.canonicalize_dtype(
-    jnp.promote_types(jnp.result_type(dictionary, embeddings), jnp.float32)
-  )
-  dictionary = jnp.asarray(dictionary, dtype)
-  embeddings = jnp.asarray(embeddings, dtype)
-  lam = jnp.asarray(lam, dtype)
-  if solver == "auto":
-    solver = choose_solver(c, d, embeddings.shape[0], target_l0)
-  iters = {} if max_iter is None else {"max_iter": int(max_iter)}
-
-  serial = _serial_lapack(mesh)
-  if solver == "omp":
-    config = OmpConfig(n_atoms=int(target_l0), serial_lapack=serial)
-    return _run(omp, config, dictionary, embeddings, jnp.zeros_like(lam), mesh)
-
-  width = DEFAULT_MAX_ACTIVE if max_active is None else int(max_active)
-  if target_l0 is not None:
-    width = max(width, int(target_l0) + 1)
-  width = min(width, c)
-  fn, config_cls = _LASSO[solver]
-  # the working set solves on fewer candidates than the output width (see WorkingSetConfig); the target-l0
-  # search keeps K = width (48 was measured on the plain lasso only)
-  size = width if target_l0 is not None else min(width, WorkingSetConfig.working_size)
-  extra = {"working_size": size, "serial_lapack": serial} if solver == "working_set" else {}
-  if target_l0 is None:
-    config = config_cls(max_active=width, tol=tol, **extra, **iters)
-    if solver == "working_set":
-      res = _working_set_streams(config, dictionary, embeddings, lam, mesh)
-    else:
-      res = _run(fn, config, dictionary, embeddings, lam, mesh)
-  else:
-    inner = config_cls(max_active=width, tol=tol, **extra)
-    config = TargetL0Config(n_atoms=int(target_l0), solver=fn, solver_config=inner, **iters)
-    res = _run(_search_l0, config, dictionary, embeddings, lam, mesh)
-  if solver == "working_set":
-    res = _retry_stuck(res, config, dictionary, embeddings, lam, mesh)
+  total = embeddings.shape[0]
+  res, host = None, None
+  for start, n, part in _chunk_results(plan, embeddings, lam, rows, dtype, mesh, unpad=rows >= total):
+    if rows >= total:
+      res = part
+      break
+    if host is None:
+      host = [np.empty((total, *np.shape(a)[1:]), np.asarray(a).dtype) for a in part[:-1]]
+    for dst, src in zip(host, part[:-1], strict=True):
+      dst[start : start + n] = np.asarray(src)[:n]
+    res = NonnegLassoResult(*host, num_concepts=part.num_concepts)
   _warn_if_truncated(res, width)
   return res
 
@@ -448,8 +702,20 @@ def _retry_stuck(res, config, dictionary, embeddings, lam, mesh) -> NonnegLassoR
     if stuck.size == 0 or size >= c:
       return res
     config = _grow(config, min(2 * size, c))
-    part = _run(fn, config, dictionary, embeddings[stuck], lam[stuck], mesh)
-    res = _merge_rows(res, part, stuck)
+    rows = _bucket(stuck, embeddings.shape[0], factor=2)  # a few shapes, not one per count
+    part = _run(fn, config, dictionary, embeddings[rows], lam[rows], mesh)
+    res = _merge_rows(res, parallel.unpad(part, stuck.size), stuck)
 
 
-__all__ = ["SOLVERS", "LASSO_SOLVERS", "InputError", "choose_solver", "nonneg_lasso"]
+__all__ = [
+  "LASSO_SOLVERS",
+  "PATHS",
+  "SOLVERS",
+  "InputError",
+  "choose_path",
+  "choose_solver",
+  "default_memory_budget",
+  "nonneg_lasso",
+  "nonneg_lasso_chunks",
+  "row_bytes",
+]

@@ -109,10 +109,39 @@ def scatter_dense(indices: jax.Array, values: jax.Array, c: int) -> jax.Array:
   return jnp.zeros((b, c), values.dtype).at[jnp.arange(b)[:, None], safe].add(values, mode="drop")
 
 
-def full_gradient(problem: Problem, residual: jax.Array) -> jax.Array:
-  """[B, c] gradient ``2 r C^T + lam`` from the residual ``r = w C - z`` [B, d] (one full product)."""
-  g = 2.0 * jnp.matmul(residual, problem.dictionary.T, precision=HIGHEST)
-  return g + problem.l1_penalty[:, None]
+SCREEN_PRECISIONS = ("highest", "default", "bfloat16")
+
+
+def full_gradient(problem: Problem, residual: jax.Array, precision: str = "highest") -> jax.Array:
+  """[B, c] gradient ``2 r C^T + lam`` from the residual ``r = w C - z`` [B, d] (one full product).
+
+  ``precision``: ``"highest"`` (float32 products, HIGHEST), ``"default"`` (the backend's default: TF32 on
+  NVIDIA GPUs, one bf16 pass on TPUs, float32 on CPUs) or ``"bfloat16"`` (bf16 inputs, float32
+  accumulation). The last two are for screening only: their error is bounded by ``screen_error``."""
+  c = problem.dictionary
+  if precision == "bfloat16":
+    prod = jnp.matmul(
+      residual.astype(jnp.bfloat16), c.T.astype(jnp.bfloat16), preferred_element_type=residual.dtype
+    )
+  else:
+    prod = jnp.matmul(residual, c.T, precision=HIGHEST if precision == "highest" else None)
+  return 2.0 * prod + problem.l1_penalty[:, None]
+
+
+def screen_error(precision: str, dim: int) -> float:
+  """``eta``: with ``g_lo = full_gradient(.., precision)``, ``|g_lo_j - g_j| <= eta ||r|| ||C_j||``.
+
+  The error argument: a product whose inputs are rounded to a format of unit roundoff ``u`` and
+  accumulated in float32 over ``d`` terms computes ``r . C_j`` within ``(2 u + u^2 + d 2^-24) sum_i |r_i
+  C_ji|`` (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., Sec. 3.1), and ``sum_i |r_i
+  C_ji| <= ||r|| ||C_j||`` (Cauchy-Schwarz). ``u = 2^-8`` (bfloat16, the coarsest format a DEFAULT
+  product may use: TPUs; TF32 on GPUs is ``2^-11``), the factor 2 of the gradient, and a factor 2 of
+  margin for the float32 sum with ``lam``. 0 for ``"highest"``.
+  """
+  if precision == "highest":
+    return 0.0
+  u = 2.0**-8
+  return 2.0 * 2.0 * (2 * u + u * u + dim * 2.0**-24)
 
 
 def kkt_from_gradient(gradient: jax.Array, active: jax.Array) -> jax.Array:

@@ -49,6 +49,7 @@ from conceptjax.sparse._problem import (
   Problem,
   full_gradient,
   objective_from_residual,
+  screen_error,
   sparse_result,
   top_k,
 )
@@ -93,6 +94,16 @@ class WorkingSetConfig:
     streams: row groups ``nonneg_lasso``'s host-driven loop runs side by side in threads on a mesh of one
       CPU device (``_api._working_set_streams``; at most one per 64 rows). The all-in-jit
       :func:`working_set` ignores it.
+    device_iter: outer iterations of the device path's main phase (``_device.working_set_device``); the
+      rows still unconverged after it go to its retry phase.
+    retry_fraction: R / B, the rows one retry round of the device path solves (fixed shape).
+    retry_size: K2, candidates per row in the device path's retry phase (0: ``2 * working_size``).
+    screen_precision: precision of the full products (``_problem.full_gradient``): ``"highest"`` (float32
+      throughout), ``"default"`` or ``"bfloat16"``. With the last two the products only screen: they pick
+      the candidates, and the certificate (``certify``) recomputes the gradient in float32 at HIGHEST on
+      the support and on the ``K + 1`` most violating concepts, and bounds every other concept's violation
+      by the screen's proven error (``_problem.screen_error``). ``kkt_violation`` is then an upper bound of
+      the float32 KKT violation, and a row is converged only when that bound is within ``tol``.
   """
 
   working_size: int = 48
@@ -109,6 +120,10 @@ class WorkingSetConfig:
   pg_iter: int = 100
   polish_iter: int = 6
   streams: int = 2
+  device_iter: int = 6
+  retry_fraction: float = 0.125
+  retry_size: int = 0
+  screen_precision: str = "highest"
 
 
 class WorkingSetState(NamedTuple):
@@ -147,7 +162,9 @@ def _next_candidates(
 
   Returns:
     ([B, K] new candidates, [B, K] warm-start weights, [B] bool support already fills K, [B] bool more
-    violators than free slots, [B] largest violation ``max relu(-g)`` outside the support).
+    violators than free slots, [B] largest violation ``max relu(-g)`` outside the support, and the
+    ``n = min(K + 1, c)`` most violating concepts outside the support: [B, n] their ``-g`` in decreasing
+    order (-inf where fewer) and [B, n] their indices).
   """
   b, k = indices.shape[0], size
   c = gradient.shape[-1]
@@ -169,7 +186,7 @@ def _next_candidates(
   new_idx = jnp.where(slot < n_support, sorted_idx, fill).astype(jnp.int32)
   new_w = jnp.where(slot < n_support, sorted_w, 0.0)
   off = jnp.maximum(jnp.max(neg, axis=-1), 0.0)
-  return new_idx, new_w, n_support[:, 0] >= k, _overflow(neg, k - n_support[:, 0], tol), off
+  return new_idx, new_w, n_support[:, 0] >= k, _overflow(neg, k - n_support[:, 0], tol), off, neg, violators
 
 
 def _overflow(neg_sorted: jax.Array, free: jax.Array, tol: float) -> jax.Array:
@@ -185,10 +202,9 @@ def initial_state(problem: Problem, config: WorkingSetConfig, size: int | None =
   product), weights 0."""
   dictionary, z, lam = problem
   k = min(size or config.working_size, config.working_size, dictionary.shape[0])
-  corr = jnp.matmul(z, dictionary.T, precision=HIGHEST)  # [B, c], the gradient at 0 is lam - 2 corr
-  _, idx0 = top_k(corr, k)
-  violation = 2.0 * corr - lam[:, None]  # -gradient at 0
-  kkt0 = jnp.max(jnp.maximum(violation, 0.0), axis=-1)
+  violation = -full_gradient(problem, -z, config.screen_precision)  # [B, c], 2 z C^T - lam
+  _, idx0 = top_k(violation, k)
+  kkt0 = jnp.max(jnp.maximum(violation, 0.0), axis=-1) + _screen_bound(problem, -z, config)  # upper bound
   return WorkingSetState(
     indices=idx0.astype(jnp.int32),
     weights=jnp.zeros(idx0.shape, z.dtype),
@@ -222,17 +238,48 @@ def certify(
 
   ``atoms``: the [B, K, d] atoms of ``indices`` when the caller already gathered them (the gather costs
   about a quarter of the full product on CPU)."""
-  dictionary, z, _ = problem
+  dictionary, z, lam = problem
   atoms = dictionary[indices] if atoms is None else atoms  # [B, K, d]
   residual = jnp.einsum("bk,bkd->bd", w, atoms, precision=HIGHEST) - z
-  g = full_gradient(problem, residual)  # [B, c]
-  g_slots = jnp.take_along_axis(g, indices, axis=-1)
-  on = jnp.max(jnp.where(w > 0, jnp.abs(g_slots), 0.0), axis=-1)
+  g = full_gradient(problem, residual, config.screen_precision)  # [B, c]
   size = min(config.working_size, dictionary.shape[0])
-  new_idx, new_w, full, overflow, off = _next_candidates(indices, w, g, size, config.tol)
+  new_idx, new_w, full, overflow, off, neg, ranked = _next_candidates(indices, w, g, size, config.tol)
+  if config.screen_precision == "highest":
+    g_slots = jnp.take_along_axis(g, indices, axis=-1)
+  else:  # float32 at HIGHEST on the slots and on the most violating concepts; a bound for the rest
+    g_slots = 2.0 * jnp.einsum("bkd,bd->bk", atoms, residual, precision=HIGHEST) + lam[:, None]
+    off = _screened_off(problem, residual, neg, ranked, config)
+  on = jnp.max(jnp.where(w > 0, jnp.abs(g_slots), 0.0), axis=-1)
   kkt = jnp.maximum(off, on)  # the support's own relu(-g) is at most ``on``
   objective = objective_from_residual(problem, residual, jnp.sum(w, axis=-1))
   return WorkingSetState(new_idx, new_w, kkt, objective, full & (kkt > config.tol), overflow)
+
+
+def _screen_bound(problem: Problem, residual: jax.Array, config: WorkingSetConfig) -> jax.Array:
+  """[B] bound of ``|g_lo_j - g_j|`` over all concepts (``_problem.screen_error``; 0 at HIGHEST)."""
+  eta = screen_error(config.screen_precision, problem.dictionary.shape[1])
+  if eta == 0.0:
+    return jnp.zeros(residual.shape[:1], residual.dtype)
+  c_norm = jnp.max(jnp.linalg.norm(problem.dictionary, axis=-1))
+  return eta * jnp.linalg.norm(residual, axis=-1) * c_norm
+
+
+def _screened_off(
+  problem: Problem, residual: jax.Array, neg: jax.Array, ranked: jax.Array, config: WorkingSetConfig
+) -> jax.Array:
+  """[B] upper bound of ``max_j relu(-g_j)`` outside the support from a screened gradient: the ``n``
+  concepts ranked most violating by the screen ([B, n] ``ranked``, their screened ``-g`` ``neg``,
+  decreasing, -inf where there are fewer) get their float32 gradient at HIGHEST; every other one has a
+  screened ``-g`` at most ``neg[:, -1]``, so its ``-g`` is at most ``neg[:, -1]`` plus the screen's error
+  bound (none when the ``n`` cover every concept)."""
+  atoms = problem.dictionary[ranked]  # [B, n, d]
+  g = 2.0 * jnp.einsum("bnd,bd->bn", atoms, residual, precision=HIGHEST) + problem.l1_penalty[:, None]
+  exact = jnp.max(jnp.where(jnp.isfinite(neg), jnp.maximum(-g, 0.0), 0.0), axis=-1)
+  if ranked.shape[-1] >= problem.dictionary.shape[0]:
+    return exact
+  last = neg[:, -1]
+  rest = jnp.where(jnp.isfinite(last), jnp.maximum(last + _screen_bound(problem, residual, config), 0.0), 0.0)
+  return jnp.maximum(exact, rest)
 
 
 def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfig) -> WorkingSetState:
@@ -241,10 +288,16 @@ def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfi
   ``nonneg_lasso`` runs the same pieces from the host (``restricted_qp``, ``_gram.warm_phase`` /
   ``cold_phase`` with the cold phase on the rows that need it only, ``certify``)."""
   atoms, qp = restricted_qp(problem, state.indices)
+  return certify(problem, state.indices, solve_small(qp, state.weights, config), config, atoms)
+
+
+def solve_small(qp: GramQP, w0: jax.Array, config: WorkingSetConfig) -> jax.Array:
+  """[B, K] solution of the small problems ``qp`` from ``w0`` (``_gram.solve_gram_qp`` with the config's
+  inner settings)."""
   w, _ = solve_gram_qp(
     qp,
-    state.weights,
-    tol=inner_tol(config, problem.embeddings.dtype),
+    w0,
+    tol=inner_tol(config, qp.linear.dtype),
     max_iter=config.inner_max_iter,
     warm_iter=config.warm_iter,
     ipm_iter=config.ipm_iter,
@@ -252,7 +305,7 @@ def outer_step(problem: Problem, state: WorkingSetState, config: WorkingSetConfi
     polish_iter=config.polish_iter,
     serial=config.serial_lapack,
   )
-  return certify(problem, state.indices, w, config, atoms)
+  return w
 
 
 def stopped(state: WorkingSetState, tol: float) -> jax.Array:

@@ -259,3 +259,27 @@ def test_cputime_top_k_table(capsys):
   args = ["--preset", "tiny", "--problem", "b", "--repeats", "1", "--top-k"]
   assert sparse_cputime.main(args) == 0
   assert "two-round ms" in capsys.readouterr().out
+
+
+def test_device_benchmark_tiny_preset(tmp_path, capsys):
+  """``benchmarks/sparse_device.py --preset tiny``: both paths on every problem (the last one in three
+  chunks), the floors at three precisions, ratios consistent with the times, every row certified, and the
+  float64 recomputation of the KKT violation within the solver's float32 figure plus rounding."""
+  from benchmarks import sparse_device
+
+  assert sparse_device.main(["--preset", "tiny", "--out", str(tmp_path)]) == 0
+  report = io.read_json(tmp_path / "sparse_device.json")
+  assert report["environment"]["jax"] and report["command"].endswith("--preset tiny --out " + str(tmp_path))
+  assert [p["spec"]["name"] for p in report["problems"]] == ["a", "b", "chunked"]
+  chunked = report["problems"][-1]
+  assert chunked["chunk_rows"] == 16 and chunked["spec"]["batch"] == 40
+  for prob in report["problems"]:
+    assert set(prob["floor_s"]) == {"highest", "default", "bfloat16"}
+    assert set(prob["paths"]) == {"host", "device"}
+    for rec in prob["paths"].values():
+      assert rec["converged"] == 1.0 and rec["kkt_max"] <= 1e-5
+      assert rec["kkt64_max_checked_rows"] <= 2e-5
+      for k, x in rec["x_floor"].items():
+        assert x == pytest.approx(rec["warm_s"] / prob["floor_s"][k])
+      assert rec["first_s"] > 0 and rec["warm_s"] > 0 and rec["peak_memory_mib"] > 0
+  assert "floors: a:" in capsys.readouterr().out
