@@ -132,7 +132,7 @@ def launch(
     for i in range(num_processes):
       env = process_env(dict(os.environ), i, num_processes, port, devices_per_process, gpus_per_process)
       p = subprocess.Popen(
-        list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0
       )
       procs.append(p)
       t = threading.Thread(target=_pump, args=(p.stdout, f"[p{i}] ", out, lock), daemon=True)

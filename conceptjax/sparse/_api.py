@@ -307,7 +307,8 @@ def _working_set_streams(config, dictionary, embeddings, lam, mesh) -> NonnegLas
   benchmark problem) run on one. Two host loops on two halves of the batch keep both cores busy: on 2
   cores, one thread against two, (b) 241 -> 210 ms, (a) 119 -> 111 ms, (c) 3.32 -> 2.76 s
   (``python -m benchmarks.sparse_cputime --preset main --problem b --repeats 10 --streams 1,2``, thread
-  counts interleaved in one process; the README's sparse section). Rows are independent, so the result
+  counts interleaved in one process; docs/sparse.md and benchmarks/results/HISTORY.md). Rows are
+  independent, so the result
   is the single loop's, up to rounding. The threads feed LAPACK one matrix at a time (``serial_lapack``):
   jaxlib's batched kernels wait for the XLA thread pool from inside it and deadlock when two executables
   call them at once.
@@ -524,6 +525,11 @@ def _prepare(
     jnp.promote_types(jnp.result_type(dictionary, embeddings), jnp.float32)
   )
   place = parallel.data_mesh() if mesh is None else mesh
+  check(
+    not parallel.spans_processes(place),
+    "nonneg_lasso needs a mesh of this process's devices (its loops run as often as each process's rows "
+    "need, so processes sharing one mesh would wait for each other): pass mesh=parallel.local_mesh()",
+  )
   dictionary = parallel.replicate(jnp.asarray(dictionary, dtype), place)
   if solver == "auto":
     solver = choose_solver(c, d, embeddings.shape[0], target_l0)

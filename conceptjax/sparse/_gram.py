@@ -346,8 +346,8 @@ def rough_solve(qp: GramQP, *, iters: int) -> jax.Array:
   The first restart of ``cold_phase``, and the whole solve of the working set's rows whose solution only
   serves to pick the next candidates (``WorkingSetState.overflow``): on the coherent benchmark (b) 50 steps
   pick about the same candidates as the 6 interior-point steps used before (rows finishing after 2 / 3 / 4
-  outer iterations: 6 / 192 / 58 against 6 / 196 / 54) for a fraction of their cost (the README's sparse
-  section). The next outer iteration's certification is exact in any case."""
+  outer iterations: 6 / 192 / 58 against 6 / 196 / 54) for a fraction of their cost (docs/sparse.md and
+  benchmarks/results/HISTORY.md). The next outer iteration's certification is exact in any case."""
   lipschitz = _lipschitz(qp)[:, None]
 
   def gradient(y: jax.Array) -> jax.Array:

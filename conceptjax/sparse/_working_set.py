@@ -63,7 +63,7 @@ class WorkingSetConfig:
     working_size: K, candidate concepts per row (capped at c). 48 by default: on the benchmark problems
       (supports of 10-40 concepts) 48 candidates took 10-18% less time than 64 (the small problems cost
       ``K^2`` to build), with more rows needing one more outer iteration (``benchmarks/sparse_cputime.py``
-      against the 64-candidate commit; the README's sparse section).
+      against the 64-candidate commit; docs/sparse.md and benchmarks/results/HISTORY.md).
     max_active: k, width of the returned ``indices``/``values`` (padded where larger than K).
     tol: KKT tolerance on all concepts.
     max_iter: cap on outer iterations (full products).
@@ -72,12 +72,12 @@ class WorkingSetConfig:
     warm_iter: active-set steps tried from the warm start before the restarts (``_gram.cold_phase``). One:
       a row whose support has not changed is solved by one Newton step; the others restart at once (a
       batched loop runs as long as its slowest row, and the restart is cheap). On (b) 1 step took 5% less
-      time than 6, on (a) the same (the README's sparse section).
+      time than 6, on (a) the same (docs/sparse.md and benchmarks/results/HISTORY.md).
     ipm_iter: cap on interior-point iterations of the second restart.
     pg_iter: accelerated projected-gradient steps of the first restart (0: straight to the interior
       point). 100 lets 1-3 active-set steps finish the small problems of the benchmark problems; against
       the interior point alone it took (a) 217 -> 201 ms, (b) 433 -> 406 ms, (c) 5.65 -> 5.38 s (scratch
-      runs interleaved in one process; the README's sparse section).
+      runs interleaved in one process; docs/sparse.md and benchmarks/results/HISTORY.md).
     polish_iter: active-set steps from the first restart before the second.
     first_size: candidates per row in the first outer iteration of ``nonneg_lasso``'s host-driven loop
       (0 or >= ``working_size``: ``working_size``). The first candidates (the concepts most correlated

@@ -58,7 +58,7 @@ def center_normalize(raw: jax.Array) -> jax.Array:
     [c, d] unit-norm, mean-centred concept rows.
 
   References:
-    SpLiCE (Bhalla et al., 2024), Sec. 3; METHODS.md section 1 "Dictionary".
+    SpLiCE (Bhalla et al., 2024), Sec. 3; docs/splice.md, "The method".
   """
   rows = normalize_rows(raw)
   return normalize_rows(rows - jnp.mean(rows, axis=0, keepdims=True))

@@ -107,7 +107,7 @@ def _killed_embed(inputs, out, victim):
   procs = [
     subprocess.Popen(
       cmd, cwd=REPO, env=process_env(_env(), i, 2, port, 2, None), stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL, start_new_session=True,
+      stderr=subprocess.DEVNULL, process_group=0,
     )
     for i in range(2)
   ]
