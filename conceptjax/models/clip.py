@@ -41,7 +41,7 @@ from conceptjax.models import clip_weights as cw
 from conceptjax.models import hf as hf_lib
 from conceptjax.models.clip_model import CLIP, ClipConfig, TextConfig, VisionConfig, random_params
 
-__all__ = ["ClipBundle", "Preprocess", "load", "preprocess_images", "save", "save_random_clip"]
+__all__ = ["ClipBundle", "Preprocess", "load", "preprocess_images", "save", "save_random_clip", "tokenize"]
 
 # Batches are padded up to a power of two (at least the device count, at most ``batch_size``) so that
 # calls with different numbers of rows reuse a handful of compiled shapes.
