@@ -15,8 +15,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from conceptjax import errors, parallel
 from conceptjax.loop import fixed_point_loop
 
 
@@ -68,7 +70,7 @@ class ProjectionResult(NamedTuple):
   steps: jax.Array
 
 
-def cos3_similarity(target: jax.Array, pred: jax.Array) -> jax.Array:
+def cos3_similarity(target: jax.Array, pred: jax.Array, rows: jax.Array | None = None) -> jax.Array:
   """Column-wise cos^3 similarity: centre each column over the batch, cube, L2-normalise, dot.
 
   Equals 1 for a column of ``pred`` that is a positive affine map of the same column of ``target``.
@@ -76,22 +78,29 @@ def cos3_similarity(target: jax.Array, pred: jax.Array) -> jax.Array:
   Args:
     target: [N, c] teacher similarities P.
     pred: [N, c] projected features.
+    rows: optional [N] 0/1 weights: rows with weight 0 (padding) take no part in the column statistics.
 
   Returns:
     [c] similarities in [-1, 1].
   """
 
   def prep(x):
-    x = x - jnp.mean(x, axis=0, keepdims=True)
-    x = x**3
+    if rows is None:
+      x = x - jnp.mean(x, axis=0, keepdims=True)
+      x = x**3
+    else:
+      w = rows.astype(x.dtype)[:, None]
+      x = (x - jnp.sum(w * x, axis=0, keepdims=True) / jnp.sum(w)) ** 3 * w
     return x / jnp.linalg.norm(x, axis=0, keepdims=True)
 
   return jnp.sum(prep(target) * prep(pred), axis=0)
 
 
-def cos3_loss(weight: jax.Array, features: jax.Array, target: jax.Array) -> jax.Array:
+def cos3_loss(
+  weight: jax.Array, features: jax.Array, target: jax.Array, rows: jax.Array | None = None
+) -> jax.Array:
   """Negative mean cos^3 similarity of ``features @ weight.T`` ([N, c]) with ``target`` ([N, c])."""
-  return -jnp.mean(cos3_similarity(target, features @ weight.T))
+  return -jnp.mean(cos3_similarity(target, features @ weight.T, rows))
 
 
 def init_projection(key: jax.Array, num_concepts: int, feature_dim: int) -> jax.Array:
@@ -100,7 +109,6 @@ def init_projection(key: jax.Array, num_concepts: int, feature_dim: int) -> jax.
   return jax.random.uniform(key, (num_concepts, feature_dim), jnp.float32, -bound, bound)
 
 
-@functools.partial(jax.jit, static_argnames="config")
 def train_projection(
   key: jax.Array,
   train_features: jax.Array,
@@ -108,6 +116,8 @@ def train_projection(
   val_features: jax.Array,
   val_target: jax.Array,
   config: ProjectionConfig = ProjectionConfig(),
+  *,
+  mesh: jax.sharding.Mesh | None = None,
 ) -> ProjectionResult:
   """Trains W to maximise the cos^3 similarity, early-stopped on the validation split; applies filter B.
 
@@ -117,26 +127,62 @@ def train_projection(
     train_target: [N, c] teacher similarities P of the same images.
     val_features: [M, d]; val_target: [M, c].
     config: static settings.
+    mesh: a mesh over several processes' devices (``jax.distributed``) splits the rows over all of them:
+      every process passes all rows and contributes its block (``parallel.process_slice``), padded to one
+      common size with rows of weight 0, so the column statistics and the result are those of one process
+      (to float rounding). Full batches only (``config.batch_size`` None). Default: this process alone.
 
   Returns:
     ProjectionResult.
   """
+  if mesh is None or not parallel.spans_processes(mesh):
+    return _train_projection(key, train_features, train_target, val_features, val_target, None, None, config)
+  errors.check(
+    config.batch_size is None, "a projection over several processes trains on full batches (batch_size None)"
+  )
+  train = _global_rows(mesh, train_features, train_target)
+  val = _global_rows(mesh, val_features, val_target)
+  res = _train_projection(key, train[0], train[1], val[0], val[1], train[2], val[2], config)
+  return parallel.to_host(res)
+
+
+def _global_rows(mesh: jax.sharding.Mesh, *arrays):
+  """This process's block of the rows of ``arrays``, padded to the largest block (rounded to its device
+  count) with weight-0 rows, as global arrays sharded over every process's devices; and the row weights."""
+  n = len(arrays[0])
+  local = len(jax.local_devices())
+  block_rows = -(-n // jax.process_count())
+  per = -(-block_rows // local) * local
+  block = parallel.process_slice(n)
+  out = []
+  for a in (*arrays, np.ones(n, np.float32)):
+    mine = np.asarray(a)[block]
+    pad = np.zeros((per - len(mine), *mine.shape[1:]), mine.dtype)
+    out.append(np.concatenate([mine, pad]))
+  sharded, _ = parallel.shard_batch(tuple(out), mesh)
+  return sharded
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _train_projection(
+  key, train_features, train_target, val_features, val_target, train_rows, val_rows, config
+) -> ProjectionResult:
   n, d = train_features.shape
   c = train_target.shape[1]
   init_key, key = jax.random.split(key)
   w0 = init_projection(init_key, c, d).astype(train_features.dtype)
   opt = optax.adam(config.learning_rate)
-  val_loss_fn = lambda w: cos3_loss(w, val_features, val_target)
+  val_loss_fn = lambda w: cos3_loss(w, val_features, val_target, val_rows)
   grad_fn = jax.grad(cos3_loss)
 
   def step(state: ProjectionState, it) -> ProjectionState:
     key, sub = jax.random.split(state.key)
     if config.batch_size is None or config.batch_size >= n:
-      x, y = train_features, train_target
+      x, y, r = train_features, train_target, train_rows
     else:
       idx = jax.random.choice(sub, n, (config.batch_size,), replace=False)
-      x, y = train_features[idx], train_target[idx]
-    updates, opt_state = opt.update(grad_fn(state.weight, x, y), state.opt_state, state.weight)
+      x, y, r = train_features[idx], train_target[idx], None
+    updates, opt_state = opt.update(grad_fn(state.weight, x, y, r), state.opt_state, state.weight)
     weight = optax.apply_updates(state.weight, updates)
     state = state._replace(weight=weight, opt_state=opt_state, key=key)
 
@@ -169,7 +215,7 @@ def train_projection(
     max_iter=config.max_steps,
     check_every=config.check_every,
   )
-  sim = cos3_similarity(val_target, val_features @ state.best_weight.T)
+  sim = cos3_similarity(val_target, val_features @ state.best_weight.T, val_rows)
   return ProjectionResult(
     weight=state.best_weight,
     val_similarity=sim,

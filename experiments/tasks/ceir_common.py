@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from conceptjax import ceir, io
+from conceptjax import ceir, io, parallel
 from conceptjax.errors import check
 
 
@@ -99,8 +99,14 @@ def run_ceir(
 
   keep_a = np.asarray(ceir.filter_a(train.teacher, config.clip_cutoff))
   check(keep_a.any(), f"filter A removed every concept (cutoff {config.clip_cutoff}); lower clip_cutoff")
-  res = ceir.train_projection(
-    k_proj, train.features, train.teacher[:, keep_a], val.features, val.teacher[:, keep_a], proj_cfg
+  res = ceir.train_projection(  # rows split over every process's devices when run as several processes
+    k_proj,
+    train.features,
+    train.teacher[:, keep_a],
+    val.features,
+    val.teacher[:, keep_a],
+    proj_cfg,
+    mesh=parallel.data_mesh(),
   )
   kept_b = np.asarray(res.kept)
   check(kept_b.any(), f"filter B removed every concept (cutoff {config.cos3_cutoff}); lower cos3_cutoff")

@@ -99,3 +99,23 @@ def test_read_concepts_rejects_duplicates_and_empty(tmp_path):
     ceir.read_concepts(p)
   with pytest.raises(InputError, match="zero norm"):
     ceir.check_embeddings(jnp.zeros((2, 3)), "images")
+
+
+def test_weight_zero_rows_take_no_part():
+  """Padding rows of weight 0 (the per-process padding of a multi-process projection) change neither the
+  cos^3 similarity (numpy oracle on the real rows) nor the trained projection."""
+  d = planted_concepts(300, feature_dim=8, num_true=4, num_dead=0, num_noise=2, seed=5)
+  f, t = d.features[:200], d.teacher[:200]
+  pad = lambda a, k: np.concatenate([a, np.repeat(a[-1:] * 3.0, k, axis=0)])  # noqa: E731
+  rows = np.r_[np.ones(200), np.zeros(7)].astype(np.float32)
+  got = ceir.cos3_similarity(jnp.asarray(pad(t, 7)), jnp.asarray(pad(f[:, :6], 7)), jnp.asarray(rows))
+  np.testing.assert_allclose(np.asarray(got), _cos3_numpy(t, f[:, :6]), atol=1e-5)
+  cfg = ceir.ProjectionConfig(max_steps=100)
+  key = jax.random.key(1)
+  plain = ceir.train_projection(key, f, t, d.features[200:], d.teacher[200:], cfg)
+  vrows = np.r_[np.ones(100), np.zeros(3)].astype(np.float32)
+  padded = ceir._projection._train_projection(
+    key, pad(f, 7), pad(t, 7), pad(d.features[200:], 3), pad(d.teacher[200:], 3), rows, vrows, cfg
+  )
+  np.testing.assert_allclose(np.asarray(padded.weight), np.asarray(plain.weight), rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(padded.kept), np.asarray(plain.kept))

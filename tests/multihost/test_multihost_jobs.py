@@ -156,3 +156,15 @@ def test_clip_training_two_processes_equals_one(tmp_path):
     assert json.loads(b)["loss"] == pytest.approx(json.loads(a)["loss"], rel=1e-4)
   metrics = [io.read_json(tmp_path / f"p{n}" / "metrics.json") for n in (1, 2)]
   assert metrics[1]["steps"] == metrics[0]["steps"] == 4
+
+
+@pytest.mark.slow  # ~30 s: two processes start JAX and compile
+def test_concept_projection_two_processes_equals_one(tmp_path):
+  """The cos^3 projection with its 201 rows split over 2 processes x 2 devices (uneven blocks, padded with
+  weight-0 rows) trains the projection this process trains on all rows."""
+  _launch(2, 2, sys.executable, str(WORKER), "projection", str(tmp_path))
+  got = np.load(tmp_path / "projection.npz")
+  cfg = ceir.ProjectionConfig(max_steps=100)
+  want = ceir.train_projection(jax.random.key(2), *worker.projection_data(), cfg)
+  np.testing.assert_allclose(got["weight"], np.asarray(want.weight), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got["sim"], np.asarray(want.val_similarity), rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 ``python -m conceptjax.launch``. Process 0 writes what the test compares; every process writes its own rows.
 
 Modes:
+  projection: trains the CEIR concept projection with its rows split over the processes' devices.
   vae: joins the runtime, trains the tiny CEIR VAE for ``EPOCHS`` epochs (checkpoints in ``OUT/work``),
     encodes its own rows with the trained state, and maps a function over its own rows (uneven and empty
     shares).
@@ -60,10 +61,26 @@ def vae(out: Path) -> None:
   print(f"process {me} of {jax.process_count()}: {jax.local_device_count()} of {jax.device_count()} devices")
 
 
+def projection_data():
+  from conceptjax.ceir._synthetic import planted_concepts
+
+  d = planted_concepts(301, feature_dim=8, num_true=4, num_dead=0, num_noise=2, seed=5)  # 201 rows: uneven
+  return d.features[:201], d.teacher[:201], d.features[201:], d.teacher[201:]
+
+
+def projection(out: Path) -> None:
+  mesh = parallel.data_mesh()
+  assert parallel.spans_processes(mesh)
+  cfg = ceir.ProjectionConfig(max_steps=100)
+  res = ceir.train_projection(jax.random.key(2), *projection_data(), cfg, mesh=mesh)
+  if jax.process_index() == 0:
+    io.save_npz(out / "projection.npz", weight=np.asarray(res.weight), sim=np.asarray(res.val_similarity))
+
+
 def main() -> int:
   mode, out = sys.argv[1], Path(sys.argv[2])
   parallel.initialize(timeout_s=60)
-  {"vae": vae}[mode](out)
+  {"vae": vae, "projection": projection}[mode](out)
   return 0
 
 
