@@ -175,7 +175,9 @@ def save(lm: CausalLM, directory: str | os.PathLike, *, extra: dict | None = Non
   directory = Path(directory)
   gpt2.save_params(directory, lm.config, lm.params)
   if lm.tokenizer is not None:
-    lm.tokenizer.save_pretrained(directory)
+    from conceptjax.models import tokenizer as tok_lib
+
+    tok_lib.save(lm.tokenizer, directory)  # vocab.json + merges.txt too (transformers 5 writes neither)
   if extra:
     from conceptjax import io
 

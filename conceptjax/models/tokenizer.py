@@ -141,9 +141,10 @@ def save_clip_tokenizer(
 
 
 def save(tokenizer: Any, directory: str | os.PathLike) -> Any:
-  """Writes a CLIP tokenizer's files into ``directory``: its ``save_pretrained`` output plus ``vocab.json``
-  and ``merges.txt`` (transformers 5 writes only ``tokenizer.json``; the two files keep the folder readable
-  by every CLIPTokenizer version and by open_clip-style loaders). Returns ``tokenizer``."""
+  """Writes a byte-level BPE tokenizer's files (CLIP or GPT-2) into ``directory``: ``save_pretrained``'s
+  output plus ``vocab.json`` and ``merges.txt`` (transformers 5 writes only ``tokenizer.json``; the two files
+  keep the folder readable by every tokenizer version and by loaders that want them).
+  Returns ``tokenizer``."""
   directory = Path(directory)
   tokenizer.save_pretrained(str(directory))
   if not ((directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()):

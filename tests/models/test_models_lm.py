@@ -316,3 +316,19 @@ def test_shipped_lm_equals_pytorch():
   model = transformers.GPT2LMHeadModel.from_pretrained(lm_lib.ASSET_DIR).eval()
   ids, _ = lm_lib.encode(lm.tokenizer, ["a small red star on water", "a big blue circle"], 12)
   np.testing.assert_allclose(_logits(lm, ids), _torch_logits(model, ids), atol=1e-5, rtol=0)
+
+
+def test_save_keeps_the_tokenizer_readable_from_vocab_and_merges(tmp_path):
+  """``lm.save`` writes vocab.json + merges.txt beside tokenizer.json; a GPT2TokenizerFast built from those
+  two files alone encodes as the shipped one does."""
+  import transformers
+
+  lm = lm_lib.load_shipped()
+  lm_lib.save(lm, tmp_path / "lm")
+  only = tmp_path / "only"
+  only.mkdir()
+  for name in ("vocab.json", "merges.txt"):
+    (only / name).write_bytes((tmp_path / "lm" / name).read_bytes())
+  rebuilt = transformers.GPT2TokenizerFast.from_pretrained(str(only))
+  text = "a small red star on water, left"
+  assert rebuilt(text)["input_ids"] == lm.tokenizer(text)["input_ids"]
